@@ -1,0 +1,1 @@
+"""Torch-style initialisers and pytree helpers for Equinox models."""

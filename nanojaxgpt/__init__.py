@@ -1,0 +1,5 @@
+"""nanoGPT in JAX and Equinox."""
+
+from nanojaxgpt.model import GPT, GPTConfig
+
+__all__ = ["GPT", "GPTConfig"]

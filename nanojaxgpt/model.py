@@ -1,0 +1,325 @@
+"""The GPT language model, in Equinox.
+
+Notable choices:
+- Every module acts on one sequence (`idx: Int[Array, "seq"]`); batches come from `jax.vmap`.
+- The `n_layer` blocks are one `Block` whose arrays carry a leading layer axis, run under
+  `lax.scan`: compile time stays flat in depth. So `transformer.h.attn.c_proj.weight` has shape
+  (n_layer, n_embd, n_embd).
+- The MLP is SwiGLU by default, sized to the parameter count of GPT-2's 4*n_embd GELU MLP;
+  `mlp="gelu"` is GPT-2's own MLP (tanh GELU), needed to load its weights.
+- The output projection is the token embedding matrix itself (weight tying): one array, one
+  gradient that sums both uses.
+"""
+
+import math
+from dataclasses import dataclass
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import optax
+from jaxtyping import Array, Float, Int, PRNGKeyArray
+
+from helpers.eqx import find_sub_tree, named_parameters
+from helpers.init import normal_, zeros_
+
+
+def _split(key: PRNGKeyArray | None, n: int) -> list:
+    """`n` keys from `key`, or `n` Nones when there is no key (inference, or no dropout)."""
+    return [None] * n if key is None else list(jax.random.split(key, n))
+
+
+def _sequence(layer, x: Array) -> Array:
+    """Apply a per-position layer (Linear, LayerNorm) to every position of a sequence."""
+    return jax.vmap(layer)(x)
+
+
+class SwiGLU(eqx.Module):
+    """Swish(xW) * xV followed by a down projection (Shazeer 2020, "GLU Variants Improve
+    Transformer"). W and V are fused into `c_fc`; the hidden size 8*n_embd/3 gives the
+    parameter count of the 4*n_embd GELU MLP."""
+
+    c_fc: eqx.nn.Linear
+    c_proj: eqx.nn.Linear
+    dropout: eqx.nn.Dropout
+
+    def __init__(self, config: "GPTConfig", *, key: PRNGKeyArray):
+        fc_key, proj_key = jax.random.split(key)
+        hidden = swiglu_hidden_size(config.n_embd)
+        self.c_fc = eqx.nn.Linear(config.n_embd, 2 * hidden, use_bias=config.bias, key=fc_key)
+        self.c_proj = eqx.nn.Linear(hidden, config.n_embd, use_bias=config.bias, key=proj_key)
+        self.dropout = eqx.nn.Dropout(config.dropout)
+
+    def __call__(self, x: Float[Array, "seq embd"], *, key=None) -> Float[Array, "seq embd"]:
+        gate, value = jnp.split(_sequence(self.c_fc, x), 2, axis=-1)
+        return self.dropout(_sequence(self.c_proj, jax.nn.silu(gate) * value), key=key)
+
+
+class MLP(eqx.Module):
+    """GPT-2's MLP: 4*n_embd hidden units with the tanh approximation of GELU."""
+
+    c_fc: eqx.nn.Linear
+    c_proj: eqx.nn.Linear
+    dropout: eqx.nn.Dropout
+
+    def __init__(self, config: "GPTConfig", *, key: PRNGKeyArray):
+        fc_key, proj_key = jax.random.split(key)
+        hidden = 4 * config.n_embd
+        self.c_fc = eqx.nn.Linear(config.n_embd, hidden, use_bias=config.bias, key=fc_key)
+        self.c_proj = eqx.nn.Linear(hidden, config.n_embd, use_bias=config.bias, key=proj_key)
+        self.dropout = eqx.nn.Dropout(config.dropout)
+
+    def __call__(self, x: Float[Array, "seq embd"], *, key=None) -> Float[Array, "seq embd"]:
+        hidden = jax.nn.gelu(_sequence(self.c_fc, x), approximate=True)
+        return self.dropout(_sequence(self.c_proj, hidden), key=key)
+
+
+class CausalSelfAttention(eqx.Module):
+    c_attn: eqx.nn.Linear
+    c_proj: eqx.nn.Linear
+    attn_dropout: eqx.nn.Dropout
+    resid_dropout: eqx.nn.Dropout
+    n_head: int = eqx.field(static=True)
+
+    def __init__(self, config: "GPTConfig", *, key: PRNGKeyArray):
+        attn_key, proj_key = jax.random.split(key)
+        n_embd = config.n_embd
+        self.c_attn = eqx.nn.Linear(n_embd, 3 * n_embd, use_bias=config.bias, key=attn_key)
+        self.c_proj = eqx.nn.Linear(n_embd, n_embd, use_bias=config.bias, key=proj_key)
+        self.attn_dropout = eqx.nn.Dropout(config.dropout)
+        self.resid_dropout = eqx.nn.Dropout(config.dropout)
+        self.n_head = config.n_head
+
+    def __call__(self, x: Float[Array, "seq embd"], *, key=None) -> Float[Array, "seq embd"]:
+        seq, n_embd = x.shape
+        head_size = n_embd // self.n_head
+        attn_key, resid_key = _split(key, 2)
+        q, k, v = jnp.split(_sequence(self.c_attn, x), 3, axis=-1)
+        q, k, v = (t.reshape(seq, self.n_head, head_size) for t in (q, k, v))
+        scores = jnp.einsum("qhd,khd->hqk", q, k) / math.sqrt(head_size)
+        causal = jnp.tril(jnp.ones((seq, seq), dtype=bool))
+        scores = jnp.where(causal, scores, -jnp.inf)
+        weights = jax.nn.softmax(scores.astype(jnp.float32), axis=-1).astype(x.dtype)
+        weights = self.attn_dropout(weights, key=attn_key)
+        y = jnp.einsum("hqk,khd->qhd", weights, v).reshape(seq, n_embd)
+        return self.resid_dropout(_sequence(self.c_proj, y), key=resid_key)
+
+
+class Block(eqx.Module):
+    ln_1: eqx.nn.LayerNorm
+    attn: CausalSelfAttention
+    ln_2: eqx.nn.LayerNorm
+    mlp: MLP | SwiGLU
+
+    def __init__(self, config: "GPTConfig", *, key: PRNGKeyArray):
+        attn_key, mlp_key = jax.random.split(key)
+        self.ln_1 = eqx.nn.LayerNorm(config.n_embd, use_bias=config.bias)
+        self.attn = CausalSelfAttention(config, key=attn_key)
+        self.ln_2 = eqx.nn.LayerNorm(config.n_embd, use_bias=config.bias)
+        mlp_class = SwiGLU if config.mlp == "swiglu" else MLP
+        self.mlp = mlp_class(config, key=mlp_key)
+
+    def __call__(self, x: Float[Array, "seq embd"], *, key=None) -> Float[Array, "seq embd"]:
+        attn_key, mlp_key = _split(key, 2)
+        x = x + self.attn(_sequence(self.ln_1, x), key=attn_key)
+        return x + self.mlp(_sequence(self.ln_2, x), key=mlp_key)
+
+
+@dataclass(frozen=True)
+class GPTConfig:
+    block_size: int = 1024
+    vocab_size: int = 50304  # GPT-2's 50257 padded up to a multiple of 64 for efficiency
+    n_layer: int = 12
+    n_head: int = 12
+    n_embd: int = 768
+    dropout: float = 0.0
+    bias: bool = True  # biases in Linears and LayerNorms, like GPT-2; False is a bit better and faster
+    mlp: str = "swiglu"  # "gelu" is GPT-2's MLP, needed to load its weights
+
+    def __post_init__(self):
+        for name in ("block_size", "vocab_size", "n_layer", "n_head", "n_embd"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.n_embd % self.n_head != 0:
+            raise ValueError(
+                f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}: "
+                f"each head needs n_embd/n_head dimensions"
+            )
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
+        if self.mlp not in ("swiglu", "gelu"):
+            raise ValueError(f"mlp must be 'swiglu' or 'gelu', got {self.mlp!r}")
+
+
+def swiglu_hidden_size(n_embd: int) -> int:
+    """Hidden width of the SwiGLU MLP: its three matrices then hold as many parameters as the
+    two of a 4*n_embd MLP (3*h*n = 8*n*n)."""
+    return round(8 * n_embd / 3)
+
+
+class TransformerLayer(eqx.Module):
+    wte: eqx.nn.Embedding
+    wpe: eqx.nn.Embedding
+    drop: eqx.nn.Dropout
+    h: Block  # n_layer blocks stacked along a leading axis
+    ln_f: eqx.nn.LayerNorm
+
+    def __init__(self, config: GPTConfig, *, key: PRNGKeyArray):
+        wte_key, wpe_key, blocks_key = jax.random.split(key, 3)
+        self.wte = eqx.nn.Embedding(config.vocab_size, config.n_embd, key=wte_key)
+        self.wpe = eqx.nn.Embedding(config.block_size, config.n_embd, key=wpe_key)
+        self.drop = eqx.nn.Dropout(config.dropout)
+        make_block = lambda k: Block(config, key=k)
+        self.h = eqx.filter_vmap(make_block)(jax.random.split(blocks_key, config.n_layer))
+        self.ln_f = eqx.nn.LayerNorm(config.n_embd, use_bias=config.bias)
+
+    def __call__(self, idx: Int[Array, " seq"], *, key=None) -> Float[Array, "seq embd"]:
+        seq = idx.shape[0]
+        block_size = self.wpe.weight.shape[0]
+        if seq > block_size:
+            raise ValueError(
+                f"Cannot forward a sequence of length {seq}: block_size is only {block_size}"
+            )
+        drop_key, blocks_key = _split(key, 2)
+        x = self.wte.weight[idx] + self.wpe.weight[:seq]
+        x = self.drop(x, key=drop_key)
+
+        block_arrays, block_static = eqx.partition(self.h, eqx.is_array)
+        n_layer = jax.tree.leaves(block_arrays)[0].shape[0]
+        block_keys = None if blocks_key is None else jax.random.split(blocks_key, n_layer)
+
+        def apply_block(x, layer):
+            arrays, layer_key = layer
+            return eqx.combine(arrays, block_static)(x, key=layer_key), None
+
+        x, _ = jax.lax.scan(apply_block, x, (block_arrays, block_keys))
+        return _sequence(self.ln_f, x)
+
+
+class GPT(eqx.Module):
+    transformer: TransformerLayer
+    config: GPTConfig  # a hashable leaf: filter_jit treats it as static, tree_at can replace it
+
+    def __init__(self, config: GPTConfig, *, key: PRNGKeyArray):
+        """Equinox's default initialisation; `GPT.create_instance` gives GPT-2's."""
+        self.config = config
+        self.transformer = TransformerLayer(config, key=key)
+
+    @classmethod
+    def create_instance(cls, config: GPTConfig, key: PRNGKeyArray) -> "GPT":
+        """A new model with GPT-2's initialisation: Linear and Embedding weights N(0, 0.02),
+        biases zero, and the residual projections (`c_proj.weight`) N(0, 0.02/sqrt(2*n_layer))
+        so the residual stream's variance does not grow with depth."""
+        model_key, init_key = jax.random.split(key)
+        model = cls(config, key=model_key)
+        names, values = [], []
+        param_keys = jax.random.split(init_key, len(list(named_parameters(model))))
+        for (name, param), param_key in zip(named_parameters(model), param_keys):
+            owner_name, _, kind = name.rpartition(".")
+            owner = find_sub_tree(model, owner_name)
+            if not isinstance(owner, (eqx.nn.Linear, eqx.nn.Embedding)):
+                continue  # LayerNorms keep weight 1, bias 0
+            if kind == "bias":
+                value = zeros_(param)
+            elif owner_name.endswith("c_proj"):
+                value = normal_(param, std=0.02 / math.sqrt(2 * config.n_layer), key=param_key)
+            else:
+                value = normal_(param, std=0.02, key=param_key)
+            names.append(name)
+            values.append(value)
+        where = lambda m: [find_sub_tree(m, name) for name in names]
+        return eqx.tree_at(where, model, values)
+
+    def __call__(self, idx: Int[Array, " seq"], *, key=None) -> Float[Array, "seq vocab"]:
+        x = self.transformer(idx, key=key)
+        return self.lm_head(x)
+
+    def lm_head(self, x: Float[Array, "seq embd"]) -> Float[Array, "seq vocab"]:
+        """The output projection, tied to the token embedding matrix."""
+        return x @ self.transformer.wte.weight.T
+
+    def get_num_params(self, non_embedding: bool = True) -> int:
+        """Parameter count; the position embeddings are left out by default, as in nanoGPT
+        (the token embeddings stay in: they are also the output layer)."""
+        n_params = sum(p.size for _, p in named_parameters(self))
+        if non_embedding:
+            n_params -= self.transformer.wpe.weight.size
+        return n_params
+
+    def crop_block_size(self, block_size: int) -> "GPT":
+        """A copy that accepts at most `block_size` tokens, for example to fine-tune GPT-2
+        (block 1024) with a shorter context."""
+        if not 0 < block_size <= self.config.block_size:
+            raise ValueError(
+                f"block_size={block_size} must be in [1, {self.config.block_size}], "
+                f"the model's current block_size"
+            )
+        config = GPTConfig(**{**self.config.__dict__, "block_size": block_size})
+        wpe = self.transformer.wpe.weight[:block_size]
+        return eqx.tree_at(lambda m: (m.transformer.wpe.weight, m.config), self, (wpe, config))
+
+    def configure_optimizers(self, weight_decay: float, learning_rate, betas: tuple[float, float]):
+        """AdamW that decays the weight matrices and embeddings (ndim >= 2 per layer) but not
+        biases or LayerNorm gains. For the stacked blocks, ndim counts without the layer axis.
+        Use it on `eqx.filter(model, eqx.is_inexact_array)`."""
+        params = eqx.filter(self, eqx.is_inexact_array)
+        decay = jax.tree.map(lambda p: p.ndim >= 2, params)
+        block_decay = jax.tree.map(lambda p: p.ndim - 1 >= 2, params.transformer.h)
+        decay = eqx.tree_at(lambda m: m.transformer.h, decay, block_decay)
+        return optax.adamw(
+            learning_rate, b1=betas[0], b2=betas[1], weight_decay=weight_decay, mask=decay
+        )
+
+    def estimate_mfu(self, fwdbwd_per_iter: int, dt: float, peak_flops: float = 312e12) -> float:
+        """Model FLOPs utilisation: achieved FLOP/s over `peak_flops` (default: A100 bf16)."""
+        flops_per_iter = flops_per_token(self.config, self.get_num_params())
+        flops_per_iter *= self.config.block_size * fwdbwd_per_iter
+        return flops_per_iter / dt / peak_flops
+
+    def generate(
+        self,
+        idx: Int[Array, " seq"],
+        max_new_tokens: int,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        *,
+        key: PRNGKeyArray,
+    ) -> Int[Array, " seq"]:
+        """Extend `idx` by `max_new_tokens` sampled tokens, conditioning on the last block_size
+        tokens, recomputing the whole context for each new token."""
+        model = eqx.nn.inference_mode(self)
+        block_size = self.config.block_size
+        tokens = [int(t) for t in idx]
+        for step_key in jax.random.split(key, max_new_tokens):
+            context = tokens[-block_size:]
+            padded = jnp.zeros(block_size, jnp.int32).at[: len(context)].set(jnp.array(context))
+            logits = _last_logits(model, padded, jnp.asarray(len(context)))
+            tokens.append(int(sample_logits(logits, temperature, top_k, key=step_key)))
+        return jnp.array(tokens, dtype=jnp.int32)
+
+
+def flops_per_token(config: GPTConfig, num_params: int) -> int:
+    """Forward plus backward FLOPs per token (PaLM appendix B): 6N for the matmuls with the
+    weights and 12*L*H*Q*T for attention."""
+    head_size = config.n_embd // config.n_head
+    return 6 * num_params + 12 * config.n_layer * config.n_head * head_size * config.block_size
+
+
+@eqx.filter_jit
+def _last_logits(model: GPT, padded: Int[Array, " block"], length) -> Float[Array, " vocab"]:
+    """Logits after the first `length` tokens of a padded context: causality makes the
+    padding invisible, and one fixed shape means one compilation for every length."""
+    return model(padded)[length - 1]
+
+
+def sample_logits(logits: Float[Array, " vocab"], temperature: float, top_k: int | None, *, key):
+    """A token drawn from `softmax(logits / temperature)`, restricted to the `top_k` most
+    likely tokens when given; `temperature=0` takes the most likely token."""
+    if temperature == 0:
+        return jnp.argmax(logits)
+    logits = logits.astype(jnp.float32) / temperature
+    if top_k is not None:
+        kth_largest = jax.lax.top_k(logits, min(top_k, logits.shape[-1]))[0][..., -1]
+        logits = jnp.where(logits < kth_largest, -jnp.inf, logits)
+    return jax.random.categorical(key, logits)
