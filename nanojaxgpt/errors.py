@@ -1,0 +1,37 @@
+"""User-facing failures: one line naming the problem and the fix, and an exit code.
+
+Entry points run their `main` through `run_main`, which prints `error: <message>` to stderr and
+exits 2 for usage errors, 1 for runtime failures and 130 for Ctrl-C; `--debug` shows the traceback.
+"""
+
+import sys
+import traceback
+
+
+class UsageError(Exception):
+    """Bad command-line input or configuration (exit code 2)."""
+
+    exit_code = 2
+
+
+class RuntimeFailure(Exception):
+    """Something went wrong while running: missing data, a damaged checkpoint (exit code 1)."""
+
+    exit_code = 1
+
+
+def run_main(main, argv: list[str] | None = None) -> None:
+    """Run `main(argv)`, turning our errors into one line on stderr and an exit code."""
+    argv = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in argv
+    argv = [arg for arg in argv if arg != "--debug"]
+    try:
+        main(argv)
+    except (UsageError, RuntimeFailure) as error:
+        if debug:
+            traceback.print_exc()
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(error.exit_code)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)

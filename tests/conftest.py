@@ -1,0 +1,28 @@
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+# CI and developers have the project's shared folder beside the checkout; the text is never committed
+TINY_SHAKESPEARE = Path(
+    os.environ.get("TINY_SHAKESPEARE", REPO.parent / "shared/data/tinyshakespeare/input.txt")
+)
+
+
+@pytest.fixture
+def tiny_shakespeare() -> Path:
+    """Path to Tiny Shakespeare's input.txt (1,115,394 characters)."""
+    if not TINY_SHAKESPEARE.exists():
+        pytest.skip(f"Tiny Shakespeare not found at {TINY_SHAKESPEARE}")
+    return TINY_SHAKESPEARE
+
+
+@pytest.fixture
+def shakespeare_char_dir(tmp_path, tiny_shakespeare) -> Path:
+    """A `data/shakespeare_char` folder holding input.txt, as a user has after downloading it."""
+    data_dir = tmp_path / "data" / "shakespeare_char"
+    data_dir.mkdir(parents=True)
+    shutil.copy(tiny_shakespeare, data_dir / "input.txt")
+    return data_dir
