@@ -126,20 +126,20 @@ def read_checkpoint_state(out_dir: str | os.PathLike) -> dict:
     return state
 
 
-def load_checkpoint(out_dir: str | os.PathLike, optimizer=None) -> tuple[GPT, Any, dict]:
-    """`(model, opt_state, state)` from `out_dir`. `opt_state` is None unless the `optimizer`
-    it was made by is given (its structure is needed to read it back)."""
+def load_checkpoint(out_dir: str | os.PathLike) -> tuple[GPT, dict]:
+    """`(model, state)` from `out_dir`: the model as saved (dropout as trained) and ckpt.json."""
     out_dir = Path(out_dir)
     state = read_checkpoint_state(out_dir)
     config = GPTConfig(**state["model_args"])
     skeleton = eqx.filter_eval_shape(GPT, config, key=jax.random.key(0))
-    model = _deserialise(out_dir / MODEL_FILE, skeleton)
-    opt_state = None
-    if optimizer is not None:
-        params = eqx.filter(skeleton, lambda x: isinstance(x, jax.ShapeDtypeStruct))
-        opt_skeleton = jax.eval_shape(optimizer.init, params)
-        opt_state = _deserialise(out_dir / OPTIMIZER_FILE, opt_skeleton)
-    return model, opt_state, state
+    return _deserialise(out_dir / MODEL_FILE, skeleton), state
+
+
+def load_optimizer_state(out_dir: str | os.PathLike, optimizer, model: GPT):
+    """The optimizer state saved beside `model`; `optimizer` must be built as it was in
+    training (its state's structure depends on it)."""
+    params = eqx.filter(model, eqx.is_inexact_array)
+    return _deserialise(Path(out_dir) / OPTIMIZER_FILE, jax.eval_shape(optimizer.init, params))
 
 
 def _deserialise(path: Path, like):
@@ -151,5 +151,4 @@ def _deserialise(path: Path, like):
 
 def load_model(out_dir: str | os.PathLike) -> GPT:
     """The trained model in `out_dir`, in inference mode (no dropout): ready to sample from."""
-    model, _, _ = load_checkpoint(out_dir)
-    return eqx.nn.inference_mode(model)
+    return eqx.nn.inference_mode(load_checkpoint(out_dir)[0])

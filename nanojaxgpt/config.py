@@ -1,0 +1,194 @@
+"""Training configuration: nanoGPT's train.py keys, config files and `--key=value` overrides.
+
+`python -m nanojaxgpt.train [config.py ...] [--key=value ...]` reads its arguments in order, as
+nanoGPT's configurator does: a config file is Python assignments (`n_layer = 6`), an override
+replaces one key. Unlike nanoGPT, an unknown key, a value of the wrong type or one out of range
+stops with one line (naming the nearest valid key) before any work starts.
+"""
+
+import ast
+import dataclasses
+import difflib
+import os
+import types
+from dataclasses import dataclass, field
+
+from nanojaxgpt.errors import UsageError
+
+PRETRAINED = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")
+
+
+@dataclass
+class TrainConfig:
+    """The embedded default: nanoGPT's CPU recipe for the character model on Tiny Shakespeare
+    (its config/train_shakespeare_char.py, shrunk to 4 layers of 128 with block 64)."""
+
+    # I/O
+    out_dir: str = "out-shakespeare-char"
+    eval_interval: int = 250
+    log_interval: int = 10
+    eval_iters: int = 20
+    eval_only: bool = False  # evaluate once and exit
+    always_save_checkpoint: bool = False  # else save only when val loss improves
+    init_from: str = "scratch"  # 'scratch', 'resume', 'gpt2'..'gpt2-xl' or a local HF model dir
+    # wandb logging (the optional `wandb` extra)
+    wandb_log: bool = False
+    wandb_project: str = "shakespeare-char"
+    wandb_run_name: str = "mini-gpt"
+    # data
+    dataset: str = "shakespeare_char"  # reads data/<dataset>/train.bin and val.bin
+    gradient_accumulation_steps: int = 1  # micro-batches per optimizer step
+    batch_size: int = 12  # sequences per micro-batch
+    block_size: int = 64
+    # model
+    n_layer: int = 4
+    n_head: int = 4
+    n_embd: int = 128
+    dropout: float = 0.0
+    bias: bool = False
+    mlp: str = "swiglu"  # or 'gelu', GPT-2's MLP
+    # AdamW
+    learning_rate: float = 1e-3
+    max_iters: int = 2000
+    weight_decay: float = 1e-1
+    beta1: float = 0.9
+    beta2: float = 0.99  # a little bigger than GPT-2's 0.95: few tokens per iteration
+    grad_clip: float = 1.0  # clip gradients at this global norm; 0.0 disables
+    # learning rate schedule: linear warmup, then cosine decay to min_lr
+    decay_lr: bool = True
+    warmup_iters: int = 100
+    lr_decay_iters: int = 2000
+    min_lr: float = 1e-4
+    # system
+    device: str = "auto"  # 'cpu', 'cuda' ('gpu'), 'tpu', or 'auto' for JAX's default
+    dtype: str = "float32"  # compute dtype: 'float32' or 'bfloat16'; parameters stay float32
+    compile: bool = True  # False runs the step without jit, for debugging
+    backend: str = "nccl"  # accepted so nanoGPT's commands paste as they are; JAX needs none
+    seed: int = 1337
+    # keys given by a config file or an override, for notes about keys we accept but ignore
+    explicitly_set: frozenset = field(default=frozenset(), repr=False, compare=False)
+
+
+KEYS = [f.name for f in dataclasses.fields(TrainConfig) if f.name != "explicitly_set"]
+DEFAULTS = TrainConfig()
+
+
+def _nearest_key_hint(key: str) -> str:
+    close = difflib.get_close_matches(key, KEYS, n=1, cutoff=0.6)
+    return f"; did you mean '{close[0]}'?" if close else "; see the keys in nanojaxgpt/config.py"
+
+
+def _check_key(key: str, where: str) -> None:
+    if key not in KEYS:
+        raise UsageError(f"unknown config key '{key}' {where}{_nearest_key_hint(key)}")
+
+
+def _typed(key: str, value, where: str):
+    """`value` as the type of `key`'s default (an int is a fine float), or a UsageError."""
+    expected = type(getattr(DEFAULTS, key))
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if type(value) is not expected:
+        raise UsageError(
+            f"{key}={value!r} {where} is a {type(value).__name__}; {key} takes a "
+            f"{expected.__name__}, like its default {getattr(DEFAULTS, key)!r}"
+        )
+    return value
+
+
+def _parse_override_value(key: str, text: str):
+    """nanoGPT's rule: a Python literal if it parses as one, else the string itself."""
+    expected = type(getattr(DEFAULTS, key))
+    if expected is bool and text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        return text
+    return text if expected is str and not isinstance(value, str) else value
+
+
+def _read_config_file(path: str) -> dict:
+    if not os.path.isfile(path):
+        raise UsageError(f"config file {path} does not exist; give the path of a .py config file")
+    namespace: dict = {}
+    try:
+        with open(path) as f:
+            source = f.read()
+        exec(compile(source, path, "exec"), namespace)
+    except Exception as error:  # the user's file may raise anything; report where it failed
+        line = getattr(error, "lineno", None) or _traceback_line(error, path)
+        raise UsageError(
+            f"config file {path} failed at line {line}: {type(error).__name__}: {error}"
+        ) from error
+    return {
+        key: value
+        for key, value in namespace.items()
+        if not key.startswith("_") and not isinstance(value, types.ModuleType)
+    }
+
+
+def _traceback_line(error: BaseException, path: str):
+    tb, line = error.__traceback__, None
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == path:
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    return line
+
+
+def parse_args(argv: list[str]) -> TrainConfig:
+    """A TrainConfig from config files and `--key=value` overrides, applied in order."""
+    values: dict = {}
+    for arg in argv:
+        if not arg.startswith("--"):
+            for key, value in _read_config_file(arg).items():
+                where = f"in {arg}"
+                _check_key(key, where)
+                values[key] = _typed(key, value, where)
+            continue
+        key, sep, text = arg[2:].partition("=")
+        if not sep:
+            raise UsageError(f"{arg}: overrides take the form --key=value, e.g. --batch_size=32")
+        _check_key(key, f"in {arg}")
+        values[key] = _typed(key, _parse_override_value(key, text), f"in {arg}")
+    config = TrainConfig(**values, explicitly_set=frozenset(values))
+    check_ranges(config)
+    return config
+
+
+def check_ranges(config: TrainConfig) -> None:
+    """Values of the right type that still cannot work, caught before any work starts."""
+    positive = ("eval_interval", "log_interval", "eval_iters", "gradient_accumulation_steps",
+                "batch_size", "block_size", "n_layer", "n_head", "n_embd")
+    for key in positive:
+        if getattr(config, key) <= 0:
+            raise UsageError(f"{key}={getattr(config, key)} must be a positive integer")
+    non_negative = ("max_iters", "weight_decay", "grad_clip", "warmup_iters", "lr_decay_iters",
+                    "min_lr")
+    for key in non_negative:
+        if getattr(config, key) < 0:
+            raise UsageError(f"{key}={getattr(config, key)} must be >= 0")
+    if not 0.0 <= config.dropout < 1.0:
+        raise UsageError(f"dropout={config.dropout} must be in [0, 1), e.g. --dropout=0.2")
+    if config.learning_rate <= 0:
+        raise UsageError(f"learning_rate={config.learning_rate} must be > 0")
+    for key in ("beta1", "beta2"):
+        if not 0.0 <= getattr(config, key) < 1.0:
+            raise UsageError(f"{key}={getattr(config, key)} must be in [0, 1)")
+    if config.n_embd % config.n_head:
+        raise UsageError(
+            f"n_embd={config.n_embd} is not divisible by n_head={config.n_head}; "
+            f"pick n_embd a multiple of n_head"
+        )
+    choices = {"mlp": ("swiglu", "gelu"), "dtype": ("float32", "bfloat16")}
+    for key, accepted in choices.items():
+        if getattr(config, key) not in accepted:
+            raise UsageError(f"{key}={getattr(config, key)!r} is not one of {', '.join(accepted)}")
+    if config.init_from not in ("scratch", "resume", *PRETRAINED) and not os.path.isdir(
+        config.init_from
+    ):
+        raise UsageError(
+            f"init_from={config.init_from!r} is not one of scratch, resume, "
+            f"{', '.join(PRETRAINED)} or a Hugging Face model directory"
+        )

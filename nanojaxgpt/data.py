@@ -1,0 +1,44 @@
+"""Training batches from nanoGPT's data files: `data/<dataset>/{train,val}.bin` (uint16 token ids).
+
+A batch is a pure function of (seed, split, counter): random windows of block_size + 1 tokens.
+So the sampler has no state to save beyond its seed, and a resumed run draws exactly the batches
+an uninterrupted one would.
+"""
+
+from pathlib import Path
+
+import numpy as np
+
+from nanojaxgpt.errors import RuntimeFailure
+
+SPLITS = ("train", "val")
+
+
+class BatchSampler:
+    def __init__(self, data_dir: str | Path, block_size: int, batch_size: int, seed: int):
+        self.block_size = block_size
+        self.batch_size = batch_size
+        self.seed = seed
+        self.tokens = {}
+        for split in SPLITS:
+            path = Path(data_dir) / f"{split}.bin"
+            tokens = np.memmap(path, dtype=np.uint16, mode="r")
+            if len(tokens) < block_size + 1:
+                raise RuntimeFailure(
+                    f"{path} holds {len(tokens)} tokens, fewer than block_size + 1 = "
+                    f"{block_size + 1}; use a smaller --block_size or more data"
+                )
+            self.tokens[split] = tokens
+
+    def max_token_id(self) -> int:
+        return max(int(tokens.max()) for tokens in self.tokens.values())
+
+    def batches(self, split: str, count: int, *counter: int) -> tuple[np.ndarray, np.ndarray]:
+        """`count` batches of inputs and next-token targets, each (count, batch_size,
+        block_size) int32, drawn by a generator seeded with (seed, split, *counter)."""
+        tokens = self.tokens[split]
+        rng = np.random.default_rng([self.seed, SPLITS.index(split), *counter])
+        starts = rng.integers(0, len(tokens) - self.block_size, size=count * self.batch_size)
+        windows = np.stack([tokens[i : i + self.block_size + 1] for i in starts]).astype(np.int32)
+        shape = (count, self.batch_size, self.block_size)
+        return windows[:, :-1].reshape(shape), windows[:, 1:].reshape(shape)

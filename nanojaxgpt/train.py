@@ -1,0 +1,327 @@
+"""Train a GPT: `python -m nanojaxgpt.train [config.py] [--key=value ...]`.
+
+With no arguments it trains the character model on Tiny Shakespeare with nanoGPT's CPU recipe,
+preparing the data first if needed. The log lines are nanoGPT's; every eval and log line also goes
+to `out_dir/metrics.jsonl`. `--init_from=resume` continues exactly where the last checkpoint left
+off: the batches and dropout masks depend only on the seed and the iteration number.
+"""
+
+import contextlib
+import json
+import math
+import signal
+import sys
+import threading
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from tqdm import tqdm
+
+from nanojaxgpt.checkpoint import load_checkpoint, load_optimizer_state, save_checkpoint
+from nanojaxgpt.config import TrainConfig, parse_args
+from nanojaxgpt.data import BatchSampler
+from nanojaxgpt.errors import RuntimeFailure, UsageError, run_main
+from nanojaxgpt.model import GPT, GPTConfig
+from nanojaxgpt.tokenizer import load_tokenizer
+
+MODEL_KEYS = ("n_layer", "n_head", "n_embd", "block_size", "bias", "mlp")
+# data sets that the training command prepares itself when their files are missing
+SELF_PREPARING = ("shakespeare_char", "shakespeare")
+
+
+def learning_rate_at(it, config: TrainConfig):
+    """nanoGPT's schedule: linear warmup, cosine decay to min_lr, then min_lr. Works on Python
+    numbers (for the log) and traced arrays (inside the optimizer) alike."""
+    if not config.decay_lr:
+        return config.learning_rate * jnp.ones_like(it, dtype=jnp.float32)
+    warmup = config.learning_rate * (it + 1) / (config.warmup_iters + 1)
+    decay_ratio = (it - config.warmup_iters) / max(config.lr_decay_iters - config.warmup_iters, 1)
+    coeff = 0.5 * (1.0 + jnp.cos(jnp.pi * jnp.clip(decay_ratio, 0.0, 1.0)))
+    decayed = config.min_lr + coeff * (config.learning_rate - config.min_lr)
+    return jnp.where(
+        it < config.warmup_iters, warmup, jnp.where(it > config.lr_decay_iters, config.min_lr, decayed)
+    )
+
+
+def make_optimizer(model: GPT, config: TrainConfig) -> optax.GradientTransformation:
+    adamw = model.configure_optimizers(
+        config.weight_decay,
+        lambda count: learning_rate_at(count, config),
+        (config.beta1, config.beta2),
+    )
+    if config.grad_clip == 0.0:
+        return adamw
+    return optax.chain(optax.clip_by_global_norm(config.grad_clip), adamw)
+
+
+def compute_loss(model: GPT, x, y, key, dtype=jnp.float32):
+    """Mean next-token cross-entropy of a batch (B, T); the forward runs in `dtype`, the
+    softmax and the loss in float32."""
+    if dtype != jnp.float32:
+        model = jax.tree.map(lambda p: p.astype(dtype) if eqx.is_inexact_array(p) else p, model)
+    keys = None if key is None else jax.random.split(key, x.shape[0])
+    logits = jax.vmap(lambda idx, k: model(idx, key=k))(x, keys)
+    losses = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), y)
+    return losses.mean()
+
+
+@eqx.filter_jit
+def make_step(model: GPT, opt_state, x, y, key, optimizer, dtype=jnp.float32):
+    """One optimizer step over a batch of micro-batches x, y: (accumulation, B, T). Gradients
+    are averaged across the micro-batches inside the compiled step."""
+    params = eqx.filter(model, eqx.is_inexact_array)
+    micro_keys = jax.random.split(key, x.shape[0])
+
+    def accumulate(grad_sum, micro_batch):
+        loss, grads = eqx.filter_value_and_grad(compute_loss)(model, *micro_batch, dtype)
+        return jax.tree.map(jnp.add, grad_sum, grads), loss
+
+    zeros = jax.tree.map(jnp.zeros_like, params)
+    grad_sum, losses = jax.lax.scan(accumulate, zeros, (x, y, micro_keys))
+    grads = jax.tree.map(lambda g: g / x.shape[0], grad_sum)
+    updates, opt_state = optimizer.update(grads, opt_state, params)
+    return eqx.apply_updates(model, updates), opt_state, losses.mean()
+
+
+@eqx.filter_jit
+def evaluate(model: GPT, x, y, dtype=jnp.float32):
+    """Mean loss over a stack of batches (n, B, T), dropout off."""
+    model = eqx.nn.inference_mode(model)
+    losses = jax.lax.map(lambda batch: compute_loss(model, *batch, None, dtype), (x, y))
+    return losses.mean()
+
+
+def select_device(device: str) -> None:
+    """Point JAX at the platform nanoGPT's `device` names ('cpu', 'cuda', 'cuda:0', 'tpu')."""
+    if device == "auto":
+        return
+    platform = {"cuda": "cuda", "gpu": "cuda", "cpu": "cpu", "tpu": "tpu"}.get(device.split(":")[0])
+    if platform is None:
+        raise UsageError(f"device={device!r} is not one of auto, cpu, cuda, gpu, tpu")
+    jax.config.update("jax_platforms", platform)
+    try:
+        jax.devices()
+    except RuntimeError as error:
+        raise UsageError(f"device={device!r} is not available here ({error}); try --device=cpu")
+
+
+def load_data(config: TrainConfig) -> tuple[BatchSampler, int | None]:
+    """The batch sampler and the vocab size from meta.pkl (None for GPT-2 BPE data sets)."""
+    data_dir = Path("data") / config.dataset
+    missing = [name for name in ("train.bin", "val.bin") if not (data_dir / name).exists()]
+    if missing and config.dataset in SELF_PREPARING:
+        from nanojaxgpt.prepare import prepare_dataset
+
+        print(f"preparing {data_dir} ({', '.join(missing)} missing)")
+        prepare_dataset(config.dataset, data_dir)
+    elif missing:
+        raise RuntimeFailure(
+            f"{data_dir / missing[0]} not found; prepare the data set first: "
+            f"python data/{config.dataset}/prepare.py"
+        )
+    sampler = BatchSampler(data_dir, config.block_size, config.batch_size, config.seed)
+    vocab_size = None
+    if (data_dir / "meta.pkl").exists():
+        vocab_size = load_tokenizer(data_dir).vocab_size
+        print(f"found vocab_size = {vocab_size} (inside {data_dir / 'meta.pkl'})")
+    return sampler, vocab_size
+
+
+def init_model(config: TrainConfig, vocab_size: int | None, key) -> tuple[GPT, dict | None]:
+    """The model to start from, and the checkpoint state when resuming."""
+    if config.init_from == "scratch":
+        print("Initializing a new model from scratch")
+        model_config = GPTConfig(
+            block_size=config.block_size,
+            vocab_size=vocab_size or 50304,
+            n_layer=config.n_layer,
+            n_head=config.n_head,
+            n_embd=config.n_embd,
+            dropout=config.dropout,
+            bias=config.bias,
+            mlp=config.mlp,
+        )
+        return GPT.create_instance(model_config, key), None
+    if config.init_from == "resume":
+        print(f"Resuming training from {config.out_dir}")
+        model, state = load_checkpoint(config.out_dir)
+        check_resumed_config(config, state["model_args"])
+        return model, state
+    print(f"Initializing from OpenAI GPT-2 weights: {config.init_from}")
+    model = GPT.from_pretrained(config.init_from, dict(dropout=config.dropout))
+    if config.block_size < model.config.block_size:
+        model = model.crop_block_size(config.block_size)
+    return model, None
+
+
+def check_resumed_config(config: TrainConfig, checkpoint_config: dict) -> None:
+    """Resuming with a model config other than the checkpoint's is a mistake: say which keys."""
+    mismatched = [
+        f"{key} (checkpoint {checkpoint_config[key]!r}, requested {getattr(config, key)!r})"
+        for key in MODEL_KEYS
+        if key in config.explicitly_set and checkpoint_config[key] != getattr(config, key)
+    ]
+    if mismatched:
+        raise UsageError(
+            f"the checkpoint in {config.out_dir} has another model config: {'; '.join(mismatched)}; "
+            f"drop these overrides or use another out_dir"
+        )
+
+
+class MetricsLog:
+    """nanoGPT's log lines on stdout (above the progress bar), and JSON lines in out_dir."""
+
+    def __init__(self, config: TrainConfig):
+        self.path = Path(config.out_dir) / "metrics.jsonl"
+        self.wandb = None
+        if config.wandb_log:
+            import wandb
+
+            wandb.init(project=config.wandb_project, name=config.wandb_run_name, config=asdict(config))
+            self.wandb = wandb
+
+    def write(self, line: str, record: dict) -> None:
+        tqdm.write(line)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        if self.wandb is not None and "val_loss" in record:
+            self.wandb.log({"iter": record["iter"], "train/loss": record["train_loss"],
+                            "val/loss": record["val_loss"], "lr": record["lr"]})
+
+
+@contextlib.contextmanager
+def stop_requests():
+    """While inside, the first Ctrl-C only raises a flag (read with the yielded function), so
+    the loop can stop between steps and save; a second Ctrl-C interrupts at once."""
+    requested = False
+
+    def on_sigint(signum, frame):
+        nonlocal requested
+        if requested:
+            raise KeyboardInterrupt
+        requested = True
+
+    if threading.current_thread() is not threading.main_thread():
+        yield lambda: False
+        return
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield lambda: requested
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def train(config: TrainConfig) -> GPT:
+    """Run the training loop of `config`; returns the final model."""
+    sampler, vocab_size = load_data(config)
+    tokens_per_iter = config.gradient_accumulation_steps * config.batch_size * config.block_size
+    print(f"tokens per iteration will be: {tokens_per_iter:,}")
+
+    key = jax.random.key(config.seed)
+    init_key, train_key = jax.random.split(key)
+    model, state = init_model(config, vocab_size, init_key)
+    if vocab_size is not None and vocab_size > model.config.vocab_size:
+        raise UsageError(
+            f"data set {config.dataset} has vocab_size {vocab_size} but the model only "
+            f"{model.config.vocab_size}; train from scratch or use a data set it was trained on"
+        )
+    if sampler.max_token_id() >= model.config.vocab_size:
+        raise RuntimeFailure(
+            f"data/{config.dataset} holds token id {sampler.max_token_id()}, outside the model's "
+            f"vocab_size {model.config.vocab_size}; prepare the data set again"
+        )
+    print(f"number of parameters: {model.get_num_params() / 1e6:.2f}M")
+    optimizer = make_optimizer(model, config)
+    if state is None:
+        iter_num, best_val_loss = 0, 1e9
+        opt_state = optimizer.init(eqx.filter(model, eqx.is_inexact_array))
+    else:
+        iter_num, best_val_loss = state["iter_num"], state["best_val_loss"]
+        opt_state = load_optimizer_state(config.out_dir, optimizer, model)
+
+    dtype = jnp.dtype(config.dtype)
+    log = MetricsLog(config)
+    checkpoint_state = lambda: {
+        "iter_num": iter_num,
+        "best_val_loss": best_val_loss,
+        "config": {k: v for k, v in asdict(config).items() if k != "explicitly_set"},
+        "rng": {"seed": config.seed, "scheme": "fold_in(key(seed), iter_num); batches from (seed, split, iter_num)"},
+    }
+
+    def estimate_loss() -> dict:
+        return {
+            split: float(evaluate(model, *sampler.batches(split, config.eval_iters, 1, iter_num), dtype))
+            for split in ("train", "val")
+        }
+
+    bar = tqdm(total=config.max_iters, initial=iter_num, disable=not sys.stderr.isatty(), unit="it")
+    t_log, iters_since_log, running_mfu = time.time(), 0, -1.0
+    with stop_requests() as stop_requested:
+        while True:
+            if stop_requested():
+                print(f"interrupted at iter {iter_num}: saving checkpoint to {config.out_dir}")
+                save_checkpoint(config.out_dir, model, opt_state, checkpoint_state())
+                raise KeyboardInterrupt
+            if iter_num % config.eval_interval == 0 or iter_num >= config.max_iters or config.eval_only:
+                losses = estimate_loss()
+                lr = float(learning_rate_at(iter_num, config))
+                log.write(
+                    f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}",
+                    {"iter": iter_num, "train_loss": losses["train"], "val_loss": losses["val"], "lr": lr},
+                )
+                if losses["val"] < best_val_loss or config.always_save_checkpoint:
+                    best_val_loss = min(best_val_loss, losses["val"])
+                    if iter_num > 0:
+                        print(f"saving checkpoint to {config.out_dir}")
+                        save_checkpoint(config.out_dir, model, opt_state, checkpoint_state())
+                t_log, iters_since_log = time.time(), 0
+            if iter_num >= config.max_iters or config.eval_only:
+                break
+
+            x, y = sampler.batches("train", config.gradient_accumulation_steps, 0, iter_num)
+            step_key = jax.random.fold_in(train_key, iter_num)
+            model, opt_state, loss = make_step(model, opt_state, x, y, step_key, optimizer, dtype)
+            iters_since_log += 1
+            bar.update()
+            if iter_num % config.log_interval == 0:
+                lossf = float(loss)  # the loop's only host sync outside evals
+                if not math.isfinite(lossf):
+                    raise RuntimeFailure(
+                        f"loss became {lossf} at iter {iter_num}; the last checkpoint in "
+                        f"{config.out_dir} is kept: lower learning_rate or raise warmup_iters"
+                    )
+                dt = (time.time() - t_log) / iters_since_log
+                if iters_since_log == config.log_interval:  # no eval or compilation in dt
+                    mfu = model.estimate_mfu(config.batch_size * config.gradient_accumulation_steps, dt)
+                    running_mfu = mfu if running_mfu < 0 else 0.9 * running_mfu + 0.1 * mfu
+                log.write(
+                    f"iter {iter_num}: loss {lossf:.4f}, time {dt * 1000:.2f}ms, mfu {max(running_mfu, 0) * 100:.2f}%",
+                    {"iter": iter_num, "loss": lossf, "time_ms": dt * 1000, "mfu": running_mfu},
+                )
+                t_log, iters_since_log = time.time(), 0
+            iter_num += 1
+    bar.close()
+    return model
+
+
+def main(argv: list[str]) -> None:
+    config = parse_args(argv)
+    if "backend" in config.explicitly_set:
+        print(f"note: backend={config.backend!r} is ignored: JAX picks its own collectives")
+    select_device(config.device)
+    if config.compile:
+        train(config)
+    else:
+        with jax.disable_jit():
+            train(config)
+
+
+if __name__ == "__main__":
+    run_main(main)
