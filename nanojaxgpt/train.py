@@ -181,7 +181,10 @@ class MetricsLog:
         self.path = Path(config.out_dir) / "metrics.jsonl"
         self.wandb = None
         if config.wandb_log:
-            import wandb
+            try:
+                import wandb
+            except ImportError:
+                raise UsageError('wandb_log=True needs wandb: pip install -e ".[wandb]", or --wandb_log=False') from None
 
             wandb.init(project=config.wandb_project, name=config.wandb_run_name, config=asdict(config))
             self.wandb = wandb
@@ -220,6 +223,7 @@ def stop_requests():
 
 def train(config: TrainConfig) -> GPT:
     """Run the training loop of `config`; returns the final model."""
+    log = MetricsLog(config)
     sampler, vocab_size = load_data(config)
     tokens_per_iter = config.gradient_accumulation_steps * config.batch_size * config.block_size
     print(f"tokens per iteration will be: {tokens_per_iter:,}")
@@ -247,7 +251,6 @@ def train(config: TrainConfig) -> GPT:
         opt_state = load_optimizer_state(config.out_dir, optimizer, model)
 
     dtype = jnp.dtype(config.dtype)
-    log = MetricsLog(config)
     checkpoint_state = lambda: {
         "iter_num": iter_num,
         "best_val_loss": best_val_loss,
@@ -316,11 +319,8 @@ def main(argv: list[str]) -> None:
     if "backend" in config.explicitly_set:
         print(f"note: backend={config.backend!r} is ignored: JAX picks its own collectives")
     select_device(config.device)
-    if config.compile:
+    with jax.disable_jit(not config.compile):
         train(config)
-    else:
-        with jax.disable_jit():
-            train(config)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,8 @@ TINY_SHAKESPEARE = Path(
 def tiny_shakespeare() -> Path:
     """Path to Tiny Shakespeare's input.txt (1,115,394 characters)."""
     if not TINY_SHAKESPEARE.exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"Tiny Shakespeare not found at {TINY_SHAKESPEARE}")
         pytest.skip(f"Tiny Shakespeare not found at {TINY_SHAKESPEARE}")
     return TINY_SHAKESPEARE
 

@@ -1,0 +1,107 @@
+import json
+import math
+import re
+
+import pytest
+
+from nanojaxgpt.checkpoint import CheckpointError
+from nanojaxgpt.config import parse_args
+from nanojaxgpt.errors import UsageError
+from nanojaxgpt.train import learning_rate_at, main, train
+
+TINY = [
+    "--n_layer=2", "--n_head=2", "--n_embd=32", "--block_size=16", "--batch_size=4",
+    "--gradient_accumulation_steps=2", "--dropout=0.1", "--warmup_iters=2", "--lr_decay_iters=12",
+    "--eval_interval=4", "--eval_iters=2", "--log_interval=1", "--always_save_checkpoint=True",
+]
+
+
+@pytest.fixture
+def in_data_root(shakespeare_char_dir, monkeypatch):
+    """Run in a folder whose data/shakespeare_char holds only input.txt, like a fresh clone."""
+    root = shakespeare_char_dir.parent.parent
+    monkeypatch.chdir(root)
+    return root
+
+
+def metrics(out_dir) -> list[dict]:
+    with open(f"{out_dir}/metrics.jsonl") as f:
+        return [json.loads(line) for line in f]
+
+
+def losses_only(records: list[dict]) -> list[dict]:
+    """The records without their timings, which differ from run to run."""
+    return [{k: v for k, v in r.items() if k not in ("time_ms", "mfu")} for r in records]
+
+
+def test_short_default_run_prepares_data_and_learns(in_data_root, capsys):
+    train(parse_args(["--max_iters=50", "--eval_interval=25"]))
+    assert (in_data_root / "data/shakespeare_char/train.bin").exists()
+    out = capsys.readouterr().out
+    assert "found vocab_size = 65" in out
+    assert re.search(r"^step 0: train loss 4\.\d{4}, val loss 4\.\d{4}$", out, re.M)
+    assert re.search(r"^iter 40: loss \d\.\d{4}, time \d+\.\d{2}ms, mfu \d+\.\d{2}%$", out, re.M)
+    evals = [r for r in metrics("out-shakespeare-char") if "val_loss" in r]
+    assert [r["iter"] for r in evals] == [0, 25, 50]
+    val = [r["val_loss"] for r in evals]
+    assert abs(val[0] - math.log(65)) < 0.1  # a new model guesses uniformly
+    assert val[0] > val[1] > val[2] and val[2] < 3.3
+
+
+def test_resume_continues_bit_identically(in_data_root):
+    train(parse_args([*TINY, "--out_dir=straight", "--max_iters=12"]))
+    train(parse_args([*TINY, "--out_dir=split", "--max_iters=6"]))
+    train(parse_args([*TINY, "--out_dir=split", "--max_iters=12", "--init_from=resume"]))
+    for name in ("model.eqx", "optimizer.eqx"):
+        assert (in_data_root / "straight" / name).read_bytes() == (in_data_root / "split" / name).read_bytes()
+    straight = losses_only(metrics("straight"))
+    split = losses_only(metrics("split"))
+    after_resume = lambda records: [r for r in records if r["iter"] >= 6 and not ("val_loss" in r and r["iter"] == 6)]
+    assert after_resume(straight) == after_resume(split)
+    assert len(after_resume(straight)) == 6 + 2  # six steps, evals at 8 and 12
+    assert json.loads((in_data_root / "split/ckpt.json").read_text())["iter_num"] == 12
+
+
+def test_resume_errors(in_data_root):
+    with pytest.raises(CheckpointError, match="no checkpoint in empty"):
+        train(parse_args([*TINY, "--out_dir=empty", "--init_from=resume"]))
+    train(parse_args([*TINY, "--out_dir=run", "--max_iters=4"]))
+    with pytest.raises(UsageError, match=r"another model config: n_layer \(checkpoint 2, requested 3\)"):
+        train(parse_args([*TINY, "--out_dir=run", "--init_from=resume", "--n_layer=3"]))
+
+
+def test_learning_rate_schedule_is_nanogpts():
+    config = parse_args(["--learning_rate=6e-4", "--min_lr=6e-5", "--warmup_iters=10", "--lr_decay_iters=100"])
+
+    def get_lr(it):  # nanoGPT's train.py
+        if it < config.warmup_iters:
+            return config.learning_rate * (it + 1) / (config.warmup_iters + 1)
+        if it > config.lr_decay_iters:
+            return config.min_lr
+        decay_ratio = (it - config.warmup_iters) / (config.lr_decay_iters - config.warmup_iters)
+        coeff = 0.5 * (1.0 + math.cos(math.pi * decay_ratio))
+        return config.min_lr + coeff * (config.learning_rate - config.min_lr)
+
+    for it in (0, 5, 9, 10, 11, 50, 99, 100, 101, 1000):
+        assert float(learning_rate_at(it, config)) == pytest.approx(get_lr(it), rel=1e-6)
+    constant = parse_args(["--decay_lr=False"])
+    assert float(learning_rate_at(7, constant)) == pytest.approx(1e-3)
+
+
+def test_compile_false_runs_the_same_steps_without_jit(in_data_root):
+    train(parse_args([*TINY, "--out_dir=jit", "--max_iters=2", "--eval_interval=100"]))
+    main([*TINY, "--out_dir=nojit", "--max_iters=2", "--eval_interval=100", "--compile=False"])
+    jit, nojit = losses_only(metrics("jit")), losses_only(metrics("nojit"))
+    assert [r["iter"] for r in jit] == [r["iter"] for r in nojit] == [0, 0, 1, 2]
+    for a, b in zip(jit, nojit):
+        for key in a:
+            assert a[key] == pytest.approx(b[key], rel=1e-4), key
+
+
+def test_plot_draws_the_logged_losses(in_data_root):
+    from nanojaxgpt.plot import plot_losses
+
+    train(parse_args([*TINY, "--out_dir=plotted", "--max_iters=4"]))
+    path = plot_losses(in_data_root / "plotted")
+    assert path == in_data_root / "plotted/loss.png"
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
