@@ -9,6 +9,7 @@ stops with one line (naming the nearest valid key) before any work starts.
 import ast
 import dataclasses
 import difflib
+import math
 import os
 import types
 from dataclasses import dataclass, field
@@ -61,10 +62,15 @@ class TrainConfig:
     min_lr: float = 1e-4
     # system
     device: str = "auto"  # 'cpu', 'cuda' ('gpu'), 'tpu', or 'auto' for JAX's default
-    dtype: str = "float32"  # compute dtype: 'float32' or 'bfloat16'; parameters stay float32
+    dtype: str = "auto"  # compute dtype: 'float32', 'bfloat16', 'float16' or 'auto' (bf16 on GPU/TPU)
     compile: bool = True  # False runs the step without jit, for debugging
     backend: str = "nccl"  # accepted so nanoGPT's commands paste as they are; JAX needs none
     seed: int = 1337
+    # several devices and hosts (batch_size is per device, as in nanoGPT's DDP)
+    fsdp: bool = False  # shard parameters and optimizer state over the devices, not replicate
+    coordinator_address: str = ""  # 'host:port' of process 0 for multi-host runs, or 'auto'
+    num_processes: int = 1
+    process_id: int = 0
     # keys given by a config file or an override, for notes about keys we accept but ignore
     explicitly_set: frozenset = field(default=frozenset(), repr=False, compare=False)
 
@@ -86,6 +92,8 @@ def _check_key(key: str, where: str) -> None:
 def _typed(key: str, value, where: str):
     """`value` as the type of `key`'s default (an int is a fine float), or a UsageError."""
     expected = type(getattr(DEFAULTS, key))
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 2**63:
+        raise UsageError(f"{key} {where} is a number too large to use; give one below 2**63")
     if expected is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if type(value) is not expected:
@@ -116,7 +124,7 @@ def _read_config_file(path: str) -> dict:
         with open(path) as f:
             source = f.read()
         exec(compile(source, path, "exec"), namespace)
-    except Exception as error:  # the user's file may raise anything; report where it failed
+    except (Exception, SystemExit) as error:  # the user's file may raise anything; say where
         line = getattr(error, "lineno", None) or _traceback_line(error, path)
         raise UsageError(
             f"config file {path} failed at line {line}: {type(error).__name__}: {error}"
@@ -159,8 +167,11 @@ def parse_args(argv: list[str]) -> TrainConfig:
 
 def check_ranges(config: TrainConfig) -> None:
     """Values of the right type that still cannot work, caught before any work starts."""
+    for key in KEYS:
+        if isinstance(getattr(config, key), float) and not math.isfinite(getattr(config, key)):
+            raise UsageError(f"{key}={getattr(config, key)} must be a finite number")
     positive = ("eval_interval", "log_interval", "eval_iters", "gradient_accumulation_steps",
-                "batch_size", "block_size", "n_layer", "n_head", "n_embd")
+                "batch_size", "block_size", "n_layer", "n_head", "n_embd", "num_processes")
     for key in positive:
         if getattr(config, key) <= 0:
             raise UsageError(f"{key}={getattr(config, key)} must be a positive integer")
@@ -181,7 +192,7 @@ def check_ranges(config: TrainConfig) -> None:
             f"n_embd={config.n_embd} is not divisible by n_head={config.n_head}; "
             f"pick n_embd a multiple of n_head"
         )
-    choices = {"mlp": ("swiglu", "gelu"), "dtype": ("float32", "bfloat16")}
+    choices = {"mlp": ("swiglu", "gelu"), "dtype": ("auto", "float32", "bfloat16", "float16")}
     for key, accepted in choices.items():
         if getattr(config, key) not in accepted:
             raise UsageError(f"{key}={getattr(config, key)!r} is not one of {', '.join(accepted)}")

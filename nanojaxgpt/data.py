@@ -22,23 +22,32 @@ class BatchSampler:
         self.tokens = {}
         for split in SPLITS:
             path = Path(data_dir) / f"{split}.bin"
-            tokens = np.memmap(path, dtype=np.uint16, mode="r")
-            if len(tokens) < block_size + 1:
+            size = path.stat().st_size  # np.memmap fails on an empty file or half a token id
+            if size % 2:
                 raise RuntimeFailure(
-                    f"{path} holds {len(tokens)} tokens, fewer than block_size + 1 = "
+                    f"{path} holds {size} bytes, not a whole number of uint16 token ids; "
+                    f"prepare the data set again"
+                )
+            if size // 2 < block_size + 1:
+                raise RuntimeFailure(
+                    f"{path} holds {size // 2} tokens, fewer than block_size + 1 = "
                     f"{block_size + 1}; use a smaller --block_size or more data"
                 )
-            self.tokens[split] = tokens
+            self.tokens[split] = np.memmap(path, dtype=np.uint16, mode="r")
 
     def max_token_id(self) -> int:
         return max(int(tokens.max()) for tokens in self.tokens.values())
 
-    def batches(self, split: str, count: int, *counter: int) -> tuple[np.ndarray, np.ndarray]:
-        """`count` batches of inputs and next-token targets, each (count, batch_size,
-        block_size) int32, drawn by a generator seeded with (seed, split, *counter)."""
+    def batches(
+        self, split: str, count: int, *counter: int, rows: slice = slice(None)
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """`count` batches of inputs and next-token targets, (count, batch_size, block_size)
+        int32, drawn by a generator seeded with (seed, split, *counter). `rows` picks the
+        sequences of each batch that this process reads (the others are never loaded)."""
         tokens = self.tokens[split]
         rng = np.random.default_rng([self.seed, SPLITS.index(split), *counter])
-        starts = rng.integers(0, len(tokens) - self.block_size, size=count * self.batch_size)
-        windows = np.stack([tokens[i : i + self.block_size + 1] for i in starts]).astype(np.int32)
-        shape = (count, self.batch_size, self.block_size)
-        return windows[:, :-1].reshape(shape), windows[:, 1:].reshape(shape)
+        starts = rng.integers(0, len(tokens) - self.block_size, size=(count, self.batch_size))
+        starts = starts[:, rows]
+        windows = np.stack([tokens[i : i + self.block_size + 1] for i in starts.ravel()])
+        windows = windows.astype(np.int32).reshape(*starts.shape, self.block_size + 1)
+        return windows[..., :-1], windows[..., 1:]

@@ -21,13 +21,25 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.experimental import multihost_utils
 from tqdm import tqdm
 
 from nanojaxgpt.checkpoint import load_checkpoint, load_optimizer_state, save_checkpoint
 from nanojaxgpt.config import TrainConfig, parse_args
 from nanojaxgpt.data import BatchSampler
+from nanojaxgpt.distributed import (
+    gather_to_host,
+    initialize_multihost,
+    is_main_process,
+    local_rows,
+    make_mesh,
+    place,
+    state_shardings,
+    to_global_batch,
+)
 from nanojaxgpt.errors import RuntimeFailure, UsageError, run_main
 from nanojaxgpt.model import GPT, GPTConfig
+from nanojaxgpt.precision import DynamicLossScale, all_finite, cast_floats, resolve_dtype
 from nanojaxgpt.tokenizer import load_tokenizer
 
 MODEL_KEYS = ("n_layer", "n_head", "n_embd", "block_size", "bias", "mlp")
@@ -63,30 +75,40 @@ def make_optimizer(model: GPT, config: TrainConfig) -> optax.GradientTransformat
 def compute_loss(model: GPT, x, y, key, dtype=jnp.float32):
     """Mean next-token cross-entropy of a batch (B, T); the forward runs in `dtype`, the
     softmax and the loss in float32."""
-    if dtype != jnp.float32:
-        model = jax.tree.map(lambda p: p.astype(dtype) if eqx.is_inexact_array(p) else p, model)
+    model = cast_floats(model, dtype)
     keys = None if key is None else jax.random.split(key, x.shape[0])
     logits = jax.vmap(lambda idx, k: model(idx, key=k))(x, keys)
     losses = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), y)
     return losses.mean()
 
 
-@eqx.filter_jit
-def make_step(model: GPT, opt_state, x, y, key, optimizer, dtype=jnp.float32):
+@eqx.filter_jit(donate="all")
+def make_step(model: GPT, opt_state, x, y, key, optimizer, dtype=jnp.float32, loss_scale=None):
     """One optimizer step over a batch of micro-batches x, y: (accumulation, B, T). Gradients
-    are averaged across the micro-batches inside the compiled step."""
+    are averaged across the micro-batches inside the compiled step. With a `loss_scale`
+    (float16), a step whose gradients overflow changes nothing but the scale.
+    Returns `(model, opt_state, loss, loss_scale)`."""
     params = eqx.filter(model, eqx.is_inexact_array)
     micro_keys = jax.random.split(key, x.shape[0])
+    scale = 1.0 if loss_scale is None else loss_scale.scale
 
     def accumulate(grad_sum, micro_batch):
-        loss, grads = eqx.filter_value_and_grad(compute_loss)(model, *micro_batch, dtype)
-        return jax.tree.map(jnp.add, grad_sum, grads), loss
+        scaled_loss = lambda m: compute_loss(m, *micro_batch, dtype) * scale
+        loss, grads = eqx.filter_value_and_grad(scaled_loss)(model)
+        return jax.tree.map(jnp.add, grad_sum, grads), loss / scale
 
     zeros = jax.tree.map(jnp.zeros_like, params)
     grad_sum, losses = jax.lax.scan(accumulate, zeros, (x, y, micro_keys))
-    grads = jax.tree.map(lambda g: g / x.shape[0], grad_sum)
-    updates, opt_state = optimizer.update(grads, opt_state, params)
-    return eqx.apply_updates(model, updates), opt_state, losses.mean()
+    grads = jax.tree.map(lambda g: g / (x.shape[0] * scale), grad_sum)
+    updates, new_opt_state = optimizer.update(grads, opt_state, params)
+    new_model = eqx.apply_updates(model, updates)
+    if loss_scale is not None:
+        finite = all_finite(grads)
+        keep_if_finite = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
+        new_model = eqx.combine(keep_if_finite(*(eqx.filter(t, eqx.is_array) for t in (new_model, model))), model)
+        new_opt_state = keep_if_finite(new_opt_state, opt_state)
+        loss_scale = loss_scale.adjust(finite)
+    return new_model, new_opt_state, losses.mean(), loss_scale
 
 
 @eqx.filter_jit
@@ -111,25 +133,31 @@ def select_device(device: str) -> None:
         raise UsageError(f"device={device!r} is not available here ({error}); try --device=cpu")
 
 
-def load_data(config: TrainConfig) -> tuple[BatchSampler, int | None]:
+def load_data(config: TrainConfig, global_batch: int) -> tuple[BatchSampler, int | None]:
     """The batch sampler and the vocab size from meta.pkl (None for GPT-2 BPE data sets)."""
     data_dir = Path("data") / config.dataset
     missing = [name for name in ("train.bin", "val.bin") if not (data_dir / name).exists()]
     if missing and config.dataset in SELF_PREPARING:
-        from nanojaxgpt.prepare import prepare_dataset
+        if is_main_process():
+            from nanojaxgpt.prepare import prepare_dataset
 
-        print(f"preparing {data_dir} ({', '.join(missing)} missing)")
-        prepare_dataset(config.dataset, data_dir)
+            print(f"preparing {data_dir} ({', '.join(missing)} missing)")
+            prepare_dataset(config.dataset, data_dir)
+        if jax.process_count() > 1:
+            multihost_utils.sync_global_devices("data prepared")
     elif missing:
+        from nanojaxgpt.prepare import prepare_command
+
         raise RuntimeFailure(
             f"{data_dir / missing[0]} not found; prepare the data set first: "
-            f"python data/{config.dataset}/prepare.py"
+            f"{prepare_command(config.dataset, data_dir)}"
         )
-    sampler = BatchSampler(data_dir, config.block_size, config.batch_size, config.seed)
+    sampler = BatchSampler(data_dir, config.block_size, global_batch, config.seed)
     vocab_size = None
     if (data_dir / "meta.pkl").exists():
         vocab_size = load_tokenizer(data_dir).vocab_size
-        print(f"found vocab_size = {vocab_size} (inside {data_dir / 'meta.pkl'})")
+        if is_main_process():
+            print(f"found vocab_size = {vocab_size} (inside {data_dir / 'meta.pkl'})")
     return sampler, vocab_size
 
 
@@ -177,10 +205,13 @@ def check_resumed_config(config: TrainConfig, checkpoint_config: dict) -> None:
 class MetricsLog:
     """nanoGPT's log lines on stdout (above the progress bar), and JSON lines in out_dir."""
 
-    def __init__(self, config: TrainConfig):
+    def __init__(self, config: TrainConfig, enabled: bool = True):
         self.path = Path(config.out_dir) / "metrics.jsonl"
+        self.enabled = enabled
         self.wandb = None
-        if config.wandb_log:
+        if enabled:  # fail now, not after loading data and compiling, if out_dir cannot be made
+            self._append(None)
+        if config.wandb_log and enabled:
             try:
                 import wandb
             except ImportError:
@@ -190,13 +221,26 @@ class MetricsLog:
             self.wandb = wandb
 
     def write(self, line: str, record: dict) -> None:
+        if not self.enabled:
+            return
         tqdm.write(line)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a") as f:
-            f.write(json.dumps(record) + "\n")
+        self._append(record)
         if self.wandb is not None and "val_loss" in record:
             self.wandb.log({"iter": record["iter"], "train/loss": record["train_loss"],
                             "val/loss": record["val_loss"], "lr": record["lr"]})
+
+    def _append(self, record: dict | None) -> None:
+        """Make out_dir and append `record` (if any) to the metrics file; failing, one line."""
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if record is not None:
+                with open(self.path, "a") as f:
+                    f.write(json.dumps(record) + "\n")
+        except OSError as error:
+            raise RuntimeFailure(
+                f"cannot write {self.path} ({error.strerror or error}); set --out_dir to a "
+                f"folder you can write to"
+            ) from error
 
 
 @contextlib.contextmanager
@@ -222,14 +266,27 @@ def stop_requests():
 
 
 def train(config: TrainConfig) -> GPT:
-    """Run the training loop of `config`; returns the final model."""
-    log = MetricsLog(config)
-    sampler, vocab_size = load_data(config)
+    """Run the training loop of `config` on every device; returns the final model."""
+    main_process = is_main_process()
+    say = print if main_process else lambda *args: None
+    mesh = make_mesh()
+    n_devices = mesh.devices.size
+    if config.gradient_accumulation_steps % n_devices:
+        raise UsageError(
+            f"gradient_accumulation_steps={config.gradient_accumulation_steps} does not divide "
+            f"evenly over {n_devices} devices (as in nanoGPT's DDP it counts the micro-batches "
+            f"of all devices together); use a multiple of {n_devices}"
+        )
+    micro_steps = config.gradient_accumulation_steps // n_devices
+    global_batch = config.batch_size * n_devices
+    say(f"devices: {n_devices} ({jax.devices()[0].platform}), mesh data={n_devices}"
+        f"{' (fsdp)' if config.fsdp else ''}")
+    log = MetricsLog(config, enabled=main_process)
+    sampler, vocab_size = load_data(config, global_batch)
     tokens_per_iter = config.gradient_accumulation_steps * config.batch_size * config.block_size
-    print(f"tokens per iteration will be: {tokens_per_iter:,}")
+    say(f"tokens per iteration will be: {tokens_per_iter:,}")
 
-    key = jax.random.key(config.seed)
-    init_key, train_key = jax.random.split(key)
+    init_key, train_key = jax.random.split(jax.random.key(config.seed))
     model, state = init_model(config, vocab_size, init_key)
     if vocab_size is not None and vocab_size > model.config.vocab_size:
         raise UsageError(
@@ -241,36 +298,53 @@ def train(config: TrainConfig) -> GPT:
             f"data/{config.dataset} holds token id {sampler.max_token_id()}, outside the model's "
             f"vocab_size {model.config.vocab_size}; prepare the data set again"
         )
-    print(f"number of parameters: {model.get_num_params() / 1e6:.2f}M")
+    say(f"number of parameters: {model.get_num_params() / 1e6:.2f}M")
     optimizer = make_optimizer(model, config)
+    dtype = resolve_dtype(config.dtype)
     if state is None:
         iter_num, best_val_loss = 0, 1e9
         opt_state = optimizer.init(eqx.filter(model, eqx.is_inexact_array))
+        loss_scale = DynamicLossScale.create() if dtype == jnp.float16 else None
     else:
         iter_num, best_val_loss = state["iter_num"], state["best_val_loss"]
         opt_state = load_optimizer_state(config.out_dir, optimizer, model)
+        loss_scale = DynamicLossScale.create(**state["loss_scale"]) if dtype == jnp.float16 else None
+    model = place(model, state_shardings(model, mesh, config.fsdp))
+    opt_state = place(opt_state, state_shardings(opt_state, mesh, config.fsdp))
 
-    dtype = jnp.dtype(config.dtype)
-    checkpoint_state = lambda: {
-        "iter_num": iter_num,
-        "best_val_loss": best_val_loss,
-        "config": {k: v for k, v in asdict(config).items() if k != "explicitly_set"},
-        "rng": {"seed": config.seed, "scheme": "fold_in(key(seed), iter_num); batches from (seed, split, iter_num)"},
-    }
+    def save() -> None:
+        host_model, host_opt_state = gather_to_host(model), gather_to_host(opt_state)
+        if not main_process:
+            return
+        print(f"saving checkpoint to {config.out_dir}")
+        save_checkpoint(config.out_dir, host_model, host_opt_state, {
+            "iter_num": iter_num,
+            "best_val_loss": best_val_loss,
+            "config": {k: v for k, v in asdict(config).items() if k != "explicitly_set"},
+            # batches and dropout keys are functions of (seed, iter_num): nothing else to keep
+            "rng": {"seed": config.seed, "next_iter": iter_num},
+            "loss_scale": None if loss_scale is None else {
+                "scale": float(loss_scale.scale), "good_steps": int(loss_scale.good_steps)},
+        })
+
+    def batches(split: str, count: int, *counter: int):
+        x, y = sampler.batches(split, count, *counter, rows=local_rows(global_batch))
+        return to_global_batch(x, mesh), to_global_batch(y, mesh)
 
     def estimate_loss() -> dict:
         return {
-            split: float(evaluate(model, *sampler.batches(split, config.eval_iters, 1, iter_num), dtype))
+            split: float(evaluate(model, *batches(split, config.eval_iters, 1, iter_num), dtype))
             for split in ("train", "val")
         }
 
-    bar = tqdm(total=config.max_iters, initial=iter_num, disable=not sys.stderr.isatty(), unit="it")
+    bar = tqdm(total=config.max_iters, initial=iter_num, unit="it",
+               disable=not (main_process and sys.stderr.isatty()))
     t_log, iters_since_log, running_mfu = time.time(), 0, -1.0
     with stop_requests() as stop_requested:
         while True:
             if stop_requested():
-                print(f"interrupted at iter {iter_num}: saving checkpoint to {config.out_dir}")
-                save_checkpoint(config.out_dir, model, opt_state, checkpoint_state())
+                say(f"interrupted at iter {iter_num}")
+                save()
                 raise KeyboardInterrupt
             if iter_num % config.eval_interval == 0 or iter_num >= config.max_iters or config.eval_only:
                 losses = estimate_loss()
@@ -279,30 +353,37 @@ def train(config: TrainConfig) -> GPT:
                     f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}",
                     {"iter": iter_num, "train_loss": losses["train"], "val_loss": losses["val"], "lr": lr},
                 )
+                non_finite = [loss for loss in losses.values() if not math.isfinite(loss)]
+                if non_finite:  # stop before always_save_checkpoint saves a broken model
+                    raise RuntimeFailure(
+                        f"loss became {non_finite[0]} at iter {iter_num}; the last checkpoint in "
+                        f"{config.out_dir} is kept: lower learning_rate or raise warmup_iters"
+                    )
                 if losses["val"] < best_val_loss or config.always_save_checkpoint:
                     best_val_loss = min(best_val_loss, losses["val"])
                     if iter_num > 0:
-                        print(f"saving checkpoint to {config.out_dir}")
-                        save_checkpoint(config.out_dir, model, opt_state, checkpoint_state())
+                        save()
                 t_log, iters_since_log = time.time(), 0
             if iter_num >= config.max_iters or config.eval_only:
                 break
 
-            x, y = sampler.batches("train", config.gradient_accumulation_steps, 0, iter_num)
+            x, y = batches("train", micro_steps, 0, iter_num)
             step_key = jax.random.fold_in(train_key, iter_num)
-            model, opt_state, loss = make_step(model, opt_state, x, y, step_key, optimizer, dtype)
+            model, opt_state, loss, loss_scale = make_step(
+                model, opt_state, x, y, step_key, optimizer, dtype, loss_scale
+            )
             iters_since_log += 1
             bar.update()
             if iter_num % config.log_interval == 0:
                 lossf = float(loss)  # the loop's only host sync outside evals
-                if not math.isfinite(lossf):
+                if not math.isfinite(lossf) and loss_scale is None:
                     raise RuntimeFailure(
                         f"loss became {lossf} at iter {iter_num}; the last checkpoint in "
                         f"{config.out_dir} is kept: lower learning_rate or raise warmup_iters"
                     )
                 dt = (time.time() - t_log) / iters_since_log
                 if iters_since_log == config.log_interval:  # no eval or compilation in dt
-                    mfu = model.estimate_mfu(config.batch_size * config.gradient_accumulation_steps, dt)
+                    mfu = model.estimate_mfu(config.batch_size * micro_steps, dt)
                     running_mfu = mfu if running_mfu < 0 else 0.9 * running_mfu + 0.1 * mfu
                 log.write(
                     f"iter {iter_num}: loss {lossf:.4f}, time {dt * 1000:.2f}ms, mfu {max(running_mfu, 0) * 100:.2f}%",
@@ -319,6 +400,7 @@ def main(argv: list[str]) -> None:
     if "backend" in config.explicitly_set:
         print(f"note: backend={config.backend!r} is ignored: JAX picks its own collectives")
     select_device(config.device)
+    initialize_multihost(config.coordinator_address, config.num_processes, config.process_id)
     with jax.disable_jit(not config.compile):
         train(config)
 

@@ -14,7 +14,7 @@ def test_default_is_nanogpts_cpu_recipe():
         dataset="shakespeare_char", batch_size=12, block_size=64, n_layer=4, n_head=4,
         n_embd=128, dropout=0.0, bias=False, learning_rate=1e-3, max_iters=2000,
         lr_decay_iters=2000, min_lr=1e-4, beta2=0.99, warmup_iters=100, gradient_accumulation_steps=1,
-        always_save_checkpoint=False, init_from="scratch", mlp="swiglu", dtype="float32",
+        always_save_checkpoint=False, init_from="scratch", mlp="swiglu", dtype="auto",
     )
     assert {key: getattr(config, key) for key in expected} == expected
 
@@ -105,4 +105,5 @@ def test_keys_are_nanogpts_plus_ours():
         "dtype", "compile", "backend",
     }
     keys = set(TrainConfig.__dataclass_fields__) - {"explicitly_set"}
-    assert keys == nanogpt_keys | {"mlp", "seed"}
+    ours = {"mlp", "seed", "fsdp", "coordinator_address", "num_processes", "process_id"}
+    assert keys == nanogpt_keys | ours
