@@ -109,7 +109,10 @@ def read_checkpoint_state(out_dir: str | os.PathLike) -> dict:
         finish_interrupted_save(out_dir)
     state_path = out_dir / STATE_FILE
     if not state_path.exists():
-        raise CheckpointError(f"no checkpoint in {out_dir}: {state_path} does not exist")
+        raise CheckpointError(
+            f"no checkpoint in {out_dir}: {state_path} does not exist; train one first with "
+            f"--init_from=scratch, or set --out_dir to the folder of an earlier run"
+        )
     try:
         state = json.loads(state_path.read_text())
     except (ValueError, UnicodeDecodeError) as error:
@@ -122,7 +125,10 @@ def read_checkpoint_state(out_dir: str | os.PathLike) -> dict:
     for name, expected in state["sha256"].items():
         path = out_dir / name
         if not path.exists() or _sha256(path) != expected:
-            raise CheckpointError(f"{path} is missing, truncated or corrupted (sha256 mismatch)")
+            raise CheckpointError(
+                f"{path} is missing, truncated or corrupted (sha256 mismatch); restore the "
+                f"checkpoint from a copy, or train again"
+            )
     return state
 
 

@@ -20,6 +20,13 @@ class RuntimeFailure(Exception):
     exit_code = 1
 
 
+def error_line(error: Exception) -> str:
+    """`error: <message>` as one line, whatever user text (newlines, control characters) the
+    message quotes."""
+    message = "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(error))
+    return f"error: {message}"
+
+
 def run_main(main, argv: list[str] | None = None) -> None:
     """Run `main(argv)`, turning our errors into one line on stderr and an exit code."""
     argv = sys.argv[1:] if argv is None else argv
@@ -30,7 +37,7 @@ def run_main(main, argv: list[str] | None = None) -> None:
     except (UsageError, RuntimeFailure) as error:
         if debug:
             traceback.print_exc()
-        print(f"error: {error}", file=sys.stderr)
+        print(error_line(error), file=sys.stderr)
         sys.exit(error.exit_code)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -205,6 +205,15 @@ def prepare_dataset(name: str, data_dir: Path, num_proc: int | None = None) -> N
         )
 
 
+def prepare_command(name: str, data_dir: Path) -> str:
+    """The command that writes data set `name` into `data_dir`, for saying that it is missing."""
+    if (data_dir / "prepare.py").exists():  # nanoGPT's layout: data/<name>/prepare.py
+        return f"python {data_dir / 'prepare.py'}"
+    if name in DATASETS:
+        return f"python -m nanojaxgpt.prepare --name {name}"
+    return f"python -m nanojaxgpt.prepare --input FILE --name {name}"
+
+
 class ArgumentParser(argparse.ArgumentParser):
     """argparse, but a bad argument is a one-line `UsageError` rather than usage text."""
 
