@@ -90,19 +90,29 @@ class CausalSelfAttention(eqx.Module):
         self.resid_dropout = eqx.nn.Dropout(config.dropout)
         self.n_head = config.n_head
 
-    def __call__(self, x: Float[Array, "seq embd"], *, key=None) -> Float[Array, "seq embd"]:
+    def __call__(self, x: Float[Array, "seq embd"], *, key=None, cache=None, pos=0):
+        """Causal self-attention over `x`. For decoding with a key/value cache
+        (nanojaxgpt/generate.py), `x` holds positions `pos, pos+1, ...` and `cache` the keys and
+        values of every position, each (block_size, n_head, head_size): x attends to the cache
+        up to its own positions (its own keys and values written in), and `(y, (k, v))` comes
+        back, x's keys and values for the caller to store."""
         seq, n_embd = x.shape
         head_size = n_embd // self.n_head
         attn_key, resid_key = _split(key, 2)
         q, k, v = jnp.split(_sequence(self.c_attn, x), 3, axis=-1)
         q, k, v = (t.reshape(seq, self.n_head, head_size) for t in (q, k, v))
+        new_kv, q_pos = (k, v), jnp.arange(seq)
+        if cache is not None:
+            k, v = (jax.lax.dynamic_update_slice_in_dim(c, t, pos, 0) for c, t in zip(cache, new_kv))
+            q_pos = q_pos + pos
         scores = jnp.einsum("qhd,khd->hqk", q, k) / math.sqrt(head_size)
-        causal = jnp.tril(jnp.ones((seq, seq), dtype=bool))
+        causal = jnp.arange(k.shape[0]) <= q_pos[:, None]  # key position <= query position
         scores = jnp.where(causal, scores, -jnp.inf)
         weights = jax.nn.softmax(scores.astype(jnp.float32), axis=-1).astype(x.dtype)
         weights = self.attn_dropout(weights, key=attn_key)
         y = jnp.einsum("hqk,khd->qhd", weights, v).reshape(seq, n_embd)
-        return self.resid_dropout(_sequence(self.c_proj, y), key=resid_key)
+        y = self.resid_dropout(_sequence(self.c_proj, y), key=resid_key)
+        return y if cache is None else (y, new_kv)
 
 
 class Block(eqx.Module):
@@ -119,10 +129,14 @@ class Block(eqx.Module):
         mlp_class = SwiGLU if config.mlp == "swiglu" else MLP
         self.mlp = mlp_class(config, key=mlp_key)
 
-    def __call__(self, x: Float[Array, "seq embd"], *, key=None) -> Float[Array, "seq embd"]:
+    def __call__(self, x: Float[Array, "seq embd"], *, key=None, cache=None, pos=0):
+        """`cache` and `pos` as in `CausalSelfAttention`; with them, `(x, (k, v))` comes back."""
         attn_key, mlp_key = _split(key, 2)
-        x = x + self.attn(_sequence(self.ln_1, x), key=attn_key)
-        return x + self.mlp(_sequence(self.ln_2, x), key=mlp_key)
+        y = self.attn(_sequence(self.ln_1, x), key=attn_key, cache=cache, pos=pos)
+        y, new_kv = (y, None) if cache is None else y
+        x = x + y
+        x = x + self.mlp(_sequence(self.ln_2, x), key=mlp_key)
+        return x if cache is None else (x, new_kv)
 
 
 @dataclass(frozen=True)
@@ -174,7 +188,10 @@ class TransformerLayer(eqx.Module):
         self.h = eqx.filter_vmap(make_block)(jax.random.split(blocks_key, config.n_layer))
         self.ln_f = eqx.nn.LayerNorm(config.n_embd, use_bias=config.bias)
 
-    def __call__(self, idx: Int[Array, " seq"], *, key=None) -> Float[Array, "seq embd"]:
+    def __call__(self, idx: Int[Array, " seq"], *, key=None, cache=None, pos=0):
+        """Final hidden states of `idx`. `cache` and `pos` as in `CausalSelfAttention`, with the
+        keys and values stacked over layers, (n_layer, block_size, n_head, head_size) each; with
+        them, `(x, (k, v))` comes back, idx's keys and values, (n_layer, seq, n_head, head_size)."""
         seq = idx.shape[0]
         block_size = self.wpe.weight.shape[0]
         if seq > block_size:
@@ -182,7 +199,7 @@ class TransformerLayer(eqx.Module):
                 f"Cannot forward a sequence of length {seq}: block_size is only {block_size}"
             )
         drop_key, blocks_key = _split(key, 2)
-        x = self.wte.weight[idx] + self.wpe.weight[:seq]
+        x = self.wte.weight[idx] + jax.lax.dynamic_slice_in_dim(self.wpe.weight, pos, seq)
         x = self.drop(x, key=drop_key)
 
         block_arrays, block_static = eqx.partition(self.h, eqx.is_array)
@@ -190,11 +207,13 @@ class TransformerLayer(eqx.Module):
         block_keys = None if blocks_key is None else jax.random.split(blocks_key, n_layer)
 
         def apply_block(x, layer):
-            arrays, layer_key = layer
-            return eqx.combine(arrays, block_static)(x, key=layer_key), None
+            arrays, layer_key, layer_cache = layer
+            out = eqx.combine(arrays, block_static)(x, key=layer_key, cache=layer_cache, pos=pos)
+            return (out, None) if layer_cache is None else out
 
-        x, _ = jax.lax.scan(apply_block, x, (block_arrays, block_keys))
-        return _sequence(self.ln_f, x)
+        x, new_kv = jax.lax.scan(apply_block, x, (block_arrays, block_keys, cache))
+        x = _sequence(self.ln_f, x)
+        return x if cache is None else (x, new_kv)
 
 
 class GPT(eqx.Module):
@@ -247,6 +266,15 @@ class GPT(eqx.Module):
             n_params -= self.transformer.wpe.weight.size
         return n_params
 
+    @classmethod
+    def from_pretrained(cls, model_type: str, override_args: dict | None = None) -> "GPT":
+        """OpenAI's GPT-2 ('gpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl', from the Hugging Face
+        hub) or a local Hugging Face GPT-2 directory; only `dropout` may be overridden. See
+        nanojaxgpt/hf.py."""
+        from nanojaxgpt.hf import from_pretrained  # lazy: hf.py imports this module
+
+        return from_pretrained(model_type, override_args)
+
     def crop_block_size(self, block_size: int) -> "GPT":
         """A copy that accepts at most `block_size` tokens, for example to fine-tune GPT-2
         (block 1024) with a shorter context."""
@@ -287,16 +315,12 @@ class GPT(eqx.Module):
         key: PRNGKeyArray,
     ) -> Int[Array, " seq"]:
         """Extend `idx` by `max_new_tokens` sampled tokens, conditioning on the last block_size
-        tokens, recomputing the whole context for each new token."""
-        model = eqx.nn.inference_mode(self)
-        block_size = self.config.block_size
-        tokens = [int(t) for t in idx]
-        for step_key in jax.random.split(key, max_new_tokens):
-            context = tokens[-block_size:]
-            padded = jnp.zeros(block_size, jnp.int32).at[: len(context)].set(jnp.array(context))
-            logits = _last_logits(model, padded, jnp.asarray(len(context)))
-            tokens.append(int(sample_logits(logits, temperature, top_k, key=step_key)))
-        return jnp.array(tokens, dtype=jnp.int32)
+        tokens, with a key/value cache in one compiled loop (nanojaxgpt/generate.py; batches of
+        prompts: `generate.generate`)."""
+        from nanojaxgpt.generate import generate_rows  # lazy: generate.py imports this module
+
+        rows = jnp.asarray(idx)[None]
+        return generate_rows(self, rows, max_new_tokens, temperature, top_k, key[None])[0]
 
 
 def flops_per_token(config: GPTConfig, num_params: int) -> int:
@@ -304,13 +328,6 @@ def flops_per_token(config: GPTConfig, num_params: int) -> int:
     weights and 12*L*H*Q*T for attention."""
     head_size = config.n_embd // config.n_head
     return 6 * num_params + 12 * config.n_layer * config.n_head * head_size * config.block_size
-
-
-@eqx.filter_jit
-def _last_logits(model: GPT, padded: Int[Array, " block"], length) -> Float[Array, " vocab"]:
-    """Logits after the first `length` tokens of a padded context: causality makes the
-    padding invisible, and one fixed shape means one compilation for every length."""
-    return model(padded)[length - 1]
 
 
 def sample_logits(logits: Float[Array, " vocab"], temperature: float, top_k: int | None, *, key):

@@ -1,0 +1,257 @@
+"""Sampling with a key/value cache, compiled once per shape.
+
+- `generate` extends a batch of equal-length prompts by `max_new_tokens` tokens in one compiled
+  program per (batch size, max_new_tokens, prompt bucket, top_k): one pass over the prompt fills
+  the cache, then `lax.while_loop` decodes one position per step. Temperature is an argument of
+  the program, so changing it does not compile again.
+- Prompts are padded up to a few lengths (16, 32, 64, ... up to block_size): causality makes the
+  padding invisible, and new prompt lengths rarely compile again.
+- Past block_size tokens the next token is conditioned on the last block_size tokens, as in
+  nanoGPT. The positions of the whole window shift with every token, so no cached key or value
+  stays valid: each step re-fills from the cropped window (one forward over block_size tokens,
+  still inside the compiled loop).
+- `generate_by_recompute` is nanoGPT's loop (the whole context again for every token, one token
+  per call from Python): the reference the tests and the benchmark compare against.
+
+`python -m nanojaxgpt.generate` runs the benchmark quoted in the README.
+"""
+
+import time
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float, Int, PRNGKeyArray
+
+from nanojaxgpt.model import GPT, GPTConfig, sample_logits
+
+SMALLEST_BUCKET = 16
+
+
+def prompt_bucket(length: int, block_size: int) -> int:
+    """The padded prompt length: the next power of two from 16 up, at most block_size."""
+    bucket = SMALLEST_BUCKET
+    while bucket < length:
+        bucket *= 2
+    return min(bucket, block_size)
+
+
+def empty_cache(config: GPTConfig, dtype=jnp.float32) -> tuple[Array, Array]:
+    """Keys and values for every layer and position of one sequence, all zeros (unwritten
+    positions are never attended to): (n_layer, block_size, n_head, head_size) each."""
+    head_size = config.n_embd // config.n_head
+    shape = (config.n_layer, config.block_size, config.n_head, head_size)
+    return jnp.zeros(shape, dtype), jnp.zeros(shape, dtype)
+
+
+def forward_cached(model: GPT, idx: Int[Array, " seq"], cache, pos):
+    """Hidden states of `idx`, tokens at positions `pos, pos+1, ...`, attending to the cached
+    positions before them; returns `(x, cache)` with idx's keys and values written in."""
+    x, (k, v) = model.transformer(idx, cache=cache, pos=pos)
+    cache = tuple(jax.lax.dynamic_update_slice_in_dim(c, t, pos, 1) for c, t in zip(cache, (k, v)))
+    return x, cache
+
+
+def sample_next(logits: Float[Array, " vocab"], temperature, top_k: int | None, *, key):
+    """`sample_logits` (the same draws for the same key) with `temperature` a traced value:
+    0 takes the most likely token."""
+    logits = logits.astype(jnp.float32)
+    positive = temperature > 0
+    scaled = logits / jnp.where(positive, temperature, 1.0)
+    if top_k is not None:
+        kth_largest = jax.lax.top_k(scaled, min(top_k, scaled.shape[-1]))[0][..., -1]
+        scaled = jnp.where(scaled < kth_largest, -jnp.inf, scaled)
+    return jnp.where(positive, jax.random.categorical(key, scaled), jnp.argmax(logits))
+
+
+@eqx.filter_jit
+def _decode(model: GPT, padded, length, temperature, step_keys, top_k):
+    """The new tokens, (batch, new), after the first `length` tokens of each row of `padded`.
+    `step_keys` (batch, new) gives each row's key for each step, and the program's shape."""
+    batch, bucket = padded.shape
+    n_new = step_keys.shape[1]
+    block_size = model.config.block_size
+    dtype = model.transformer.wte.weight.dtype
+    rows = lambda f, *args: jax.vmap(f, in_axes=(None, *[0] * len(args)))(model, *args)
+
+    def sample(x, n):
+        """Each row's token number `n` (counting the prompt) from its hidden state `x`."""
+        logits = rows(lambda m, x: m.lm_head(x[None])[0], x)
+        keys = step_keys[:, n - length]
+        return jax.vmap(sample_next, in_axes=(0, None, None))(logits, temperature, top_k, key=keys)
+
+    def put(tokens, token, n):
+        return jax.lax.dynamic_update_slice_in_dim(
+            tokens, token[:, None].astype(tokens.dtype), n, 1
+        )
+
+    # one pass over the prompt fills the cache and gives the first new token
+    tokens = jnp.zeros((batch, bucket + n_new), jnp.int32).at[:, :bucket].set(padded)
+    cache = jax.tree.map(
+        lambda c: jnp.broadcast_to(c, (batch, *c.shape)), empty_cache(model.config, dtype)
+    )
+    x, cache = rows(lambda m, idx, c: forward_cached(m, idx, c, 0), padded, cache)
+    tokens = put(tokens, sample(x[:, length - 1], length), length)
+
+    # while the context fits in block_size: one position per step, its keys and values cached
+    def cached_step(n, carry):
+        tokens, cache = carry
+        last = jax.lax.dynamic_slice_in_dim(tokens, n - 1, 1, axis=1)
+        x, cache = rows(lambda m, idx, c: forward_cached(m, idx, c, n - 1), last, cache)
+        return put(tokens, sample(x[:, 0], n), n), cache
+
+    end = length + n_new
+    tokens, _ = jax.lax.fori_loop(
+        length + 1, jnp.minimum(block_size + 1, end), cached_step, (tokens, cache)
+    )
+
+    # past it: the last block_size tokens, re-filled at positions 0..block_size-1 every step
+    def window_step(n, tokens):
+        window = jax.lax.dynamic_slice_in_dim(tokens, n - block_size, block_size, axis=1)
+        x = rows(lambda m, idx: m.transformer(idx)[-1], window)
+        return put(tokens, sample(x, n), n)
+
+    tokens = jax.lax.fori_loop(jnp.maximum(block_size + 1, length + 1), end, window_step, tokens)
+    return jax.lax.dynamic_slice_in_dim(tokens, length, n_new, axis=1)
+
+
+def generate_rows(
+    model: GPT,
+    idx: Int[Array, "batch seq"],
+    max_new_tokens: int,
+    temperature: float,
+    top_k: int | None,
+    row_keys: PRNGKeyArray,
+) -> Int[Array, "batch seq+new"]:
+    """`generate` with one key per row: row `b` draws what `generate_by_recompute` draws for
+    its prompt with key `row_keys[b]`."""
+    idx = jnp.asarray(idx)
+    if idx.ndim != 2 or idx.shape[1] == 0:
+        raise ValueError(f"idx must have shape (batch, seq) with seq >= 1, got {idx.shape}")
+    if not isinstance(max_new_tokens, int) or max_new_tokens < 0:
+        raise ValueError(f"max_new_tokens must be an integer >= 0, got {max_new_tokens!r}")
+    if not temperature >= 0:
+        raise ValueError(f"temperature must be >= 0 (0 is greedy), got {temperature!r}")
+    if top_k is not None and top_k < 1:
+        raise ValueError(f"top_k must be None or >= 1, got {top_k!r}")
+    if max_new_tokens == 0:
+        return idx
+    block_size = model.config.block_size
+    context = idx[:, -block_size:]  # only the last block_size tokens are ever looked at
+    length = context.shape[1]
+    padded = jnp.zeros((idx.shape[0], prompt_bucket(length, block_size)), jnp.int32)
+    padded = padded.at[:, :length].set(context)
+    step_keys = jax.vmap(lambda k: jax.random.split(k, max_new_tokens))(row_keys)
+    new = _decode(
+        eqx.nn.inference_mode(model),
+        padded,
+        jnp.int32(length),
+        jnp.float32(temperature),
+        step_keys,
+        top_k,
+    )
+    return jnp.concatenate([idx.astype(jnp.int32), new], axis=1)
+
+
+def generate(
+    model: GPT,
+    idx: Int[Array, "batch seq"],
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    *,
+    key: PRNGKeyArray,
+) -> Int[Array, "batch seq+new"]:
+    """Extend each row of `idx` (equal-length prompts, for example `num_samples` copies of one)
+    by `max_new_tokens` tokens drawn from `softmax(logits / temperature)`, restricted to the
+    `top_k` most likely when given; `temperature=0` is greedy. The rows draw independently."""
+    return generate_rows(
+        model, idx, max_new_tokens, temperature, top_k, jax.random.split(key, jnp.shape(idx)[0])
+    )
+
+
+def generate_by_recompute(
+    model: GPT,
+    idx: Int[Array, " seq"],
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    *,
+    key: PRNGKeyArray,
+) -> Int[Array, " seq"]:
+    """nanoGPT's loop: for each new token, the whole context (its last block_size tokens) is
+    forwarded again and the token comes back to Python."""
+    model = eqx.nn.inference_mode(model)
+    block_size = model.config.block_size
+    tokens = [int(t) for t in idx]
+    for step_key in jax.random.split(key, max_new_tokens):
+        context = tokens[-block_size:]
+        padded = np.zeros(block_size, np.int32)
+        padded[: len(context)] = context
+        length = np.asarray(len(context), np.int32)
+        tokens.append(int(_next_token(model, padded, length, temperature, top_k, step_key)))
+    return jnp.array(tokens, dtype=jnp.int32)
+
+
+@eqx.filter_jit
+def _next_token(model: GPT, padded: Int[Array, " block"], length, temperature, top_k, key):
+    """A token drawn after the first `length` tokens of a padded context: causality makes the
+    padding invisible, and one fixed shape means one compilation for every length."""
+    return sample_logits(model(padded)[length - 1], temperature, top_k, key=key)
+
+
+def benchmark(model: GPT, num_samples: int = 5, max_new_tokens: int = 500, repeats: int = 2):
+    """Tokens per second of `generate` (all samples as one batch) and of `generate_by_recompute`
+    (one sample after another), and the compile time of `generate`; best of `repeats` runs."""
+    prompt = jnp.zeros((num_samples, 1), jnp.int32)
+    key = jax.random.key(0)
+
+    def timed(f):
+        start = time.perf_counter()
+        jax.block_until_ready(f())
+        return time.perf_counter() - start
+
+    cached = lambda: generate(model, prompt, max_new_tokens, 0.8, 200, key=key)
+    first = timed(cached)
+    cached_s = min(timed(cached) for _ in range(repeats))
+    recompute = lambda: [
+        generate_by_recompute(model, row, max_new_tokens, 0.8, 200, key=k)
+        for row, k in zip(prompt, jax.random.split(key, num_samples))
+    ]
+    timed(lambda: generate_by_recompute(model, prompt[0], 2, key=key))  # compile it first
+    recompute_s = min(timed(recompute) for _ in range(repeats))
+    n_tokens = num_samples * max_new_tokens
+    return {
+        "cached_tokens_per_s": n_tokens / cached_s,
+        "recompute_tokens_per_s": n_tokens / recompute_s,
+        "speedup": recompute_s / cached_s,
+        "compile_s": first - cached_s,
+    }
+
+
+def _benchmark_main() -> None:
+    """The README's figures: the default character model's shape (n_layer=4, n_head=4,
+    n_embd=128, block_size=64, vocab 65), from out-shakespeare-char if trained, else random."""
+    from nanojaxgpt.checkpoint import CheckpointError, load_model
+
+    try:
+        model, source = load_model("out-shakespeare-char"), "out-shakespeare-char"
+    except CheckpointError:
+        config = GPTConfig(
+            n_layer=4, n_head=4, n_embd=128, block_size=64, vocab_size=65, bias=False
+        )
+        model, source = GPT.create_instance(config, jax.random.key(0)), "random init"
+    print(f"model: {source}, {model.config}, on {jax.devices()[0].platform}")
+    print("5 samples x 500 new tokens, temperature 0.8, top_k 200; best of 2 runs")
+    result = benchmark(model)
+    print(
+        f"KV cache, one batch:      {result['cached_tokens_per_s']:8.0f} tokens/s "
+        f"(compile {result['compile_s']:.1f} s)\n"
+        f"full recompute, per row:  {result['recompute_tokens_per_s']:8.0f} tokens/s\n"
+        f"speedup: {result['speedup']:.1f}x"
+    )
+
+
+if __name__ == "__main__":
+    _benchmark_main()

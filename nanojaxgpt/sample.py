@@ -1,0 +1,248 @@
+"""Sample from a trained model or from GPT-2: `python -m nanojaxgpt.sample [--key=value ...]`.
+
+nanoGPT's sample.py options, given as `--key=value` and checked against the defaults below.
+With no arguments it samples from the default training run's checkpoint (out-shakespeare-char).
+Text is decoded with the data set's `data/<dataset>/meta.pkl` when the checkpoint's data set has
+one, otherwise with GPT-2's BPE (offline too); GPT-2 models always use GPT-2's BPE. The
+`num_samples` samples are drawn as one batch with a key/value cache (nanojaxgpt/generate.py).
+"""
+
+import ast
+import contextlib
+import dataclasses
+import difflib
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from nanojaxgpt.checkpoint import STATE_FILE, CheckpointError, load_model, read_checkpoint_state
+from nanojaxgpt.errors import RuntimeFailure, UsageError, run_main
+from nanojaxgpt.generate import generate
+from nanojaxgpt.hf import PRETRAINED
+from nanojaxgpt.model import GPT
+from nanojaxgpt.tokenizer import CharTokenizer, GPT2Tokenizer, load_tokenizer
+
+SEPARATOR = "---------------"
+DEVICES = {"auto": None, "cpu": "cpu", "cuda": "gpu", "gpu": "gpu", "tpu": "tpu"}
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+@dataclass(frozen=True)
+class SampleConfig:
+    init_from: str = (
+        "resume"  # 'resume' (the checkpoint in out_dir), 'gpt2'..'gpt2-xl', or a local HF model dir
+    )
+    out_dir: str = "out-shakespeare-char"  # where `python -m nanojaxgpt.train` saves by default
+    start: str = "\n"  # the prompt, or "FILE:prompt.txt" to read it from a file
+    num_samples: int = 10  # drawn together, as one batch
+    max_new_tokens: int = 500  # tokens generated per sample
+    temperature: float = 0.8  # 1.0 = as trained, < 1.0 = less random, > 1.0 = more; 0 = greedy
+    top_k: int | None = 200  # draw among the top_k most likely tokens only; None for all
+    seed: int = 1337
+    device: str = "auto"  # 'cpu', 'cuda' ('gpu'), 'tpu', or 'auto' for JAX's default
+    dtype: str = "float32"  # of weights and activations: 'float32', 'bfloat16' or 'float16'
+    compile: bool = True  # accepted so nanoGPT's commands paste as they are; we always compile
+
+
+KEYS = [f.name for f in dataclasses.fields(SampleConfig)]
+DEFAULTS = SampleConfig()
+
+
+def _parse_value(key: str, text: str):
+    """nanoGPT's rule: a Python literal if the text is one, else the text itself (a string
+    option keeps its text unless quoted)."""
+    default = getattr(DEFAULTS, key)
+    if isinstance(default, bool) and text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        return text
+    return text if isinstance(default, str) and not isinstance(value, str) else value
+
+
+def _typed(key: str, value):
+    """`value` if it has the type of `key`'s default (an int is a fine float; top_k may be
+    None), else a UsageError."""
+    default = getattr(DEFAULTS, key)
+    if key == "top_k" and value is None:
+        return value
+    if isinstance(default, float) and type(value) is int:
+        return float(value)
+    if type(value) is not type(default):
+        raise UsageError(
+            f"--{key}={value!r} is a {type(value).__name__}; {key} takes a "
+            f"{type(default).__name__}, like its default {default!r}"
+        )
+    return value
+
+
+def parse_args(argv: list[str]) -> SampleConfig:
+    """A SampleConfig from `--key=value` options."""
+    values = {}
+    for arg in argv:
+        key, sep, text = arg.removeprefix("--").partition("=")
+        if not arg.startswith("--") or not sep:
+            raise UsageError(f"{arg!r}: options take the form --key=value, e.g. --num_samples=3")
+        if key not in KEYS:
+            close = difflib.get_close_matches(key, KEYS, n=1, cutoff=0.6)
+            hint = f"did you mean '{close[0]}'?" if close else f"the options are {', '.join(KEYS)}"
+            raise UsageError(f"unknown option '{key}' in {arg}; {hint}")
+        values[key] = _typed(key, _parse_value(key, text))
+    config = SampleConfig(**values)
+    check(config)
+    return config
+
+
+def check(config: SampleConfig) -> None:
+    """Values of the right type that still cannot work, caught before any work starts."""
+    if config.num_samples < 1:
+        raise UsageError(f"num_samples={config.num_samples} must be at least 1")
+    if config.max_new_tokens < 0:
+        raise UsageError(f"max_new_tokens={config.max_new_tokens} must be >= 0")
+    if not config.temperature >= 0:
+        raise UsageError(f"temperature={config.temperature} must be >= 0 (0 is greedy)")
+    if config.top_k is not None and config.top_k < 1:
+        raise UsageError(f"top_k={config.top_k} must be at least 1, or None for no limit")
+    if config.dtype not in DTYPES:
+        raise UsageError(f"dtype={config.dtype!r} is not one of {', '.join(DTYPES)}")
+    if config.device not in DEVICES:
+        raise UsageError(f"device={config.device!r} is not one of {', '.join(DEVICES)}")
+    choices = ("resume", *PRETRAINED)
+    if config.init_from not in choices and not Path(config.init_from).is_dir():
+        close = difflib.get_close_matches(config.init_from, choices, n=1, cutoff=0.6)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        raise UsageError(
+            f"init_from={config.init_from!r} is not one of {', '.join(choices)} or a local "
+            f"Hugging Face model directory{hint}"
+        )
+
+
+def _device(name: str):
+    """A context in which new arrays live on the device `name` asks for."""
+    platform = DEVICES[name]
+    if platform is None:
+        return contextlib.nullcontext()
+    try:
+        return jax.default_device(jax.devices(platform)[0])
+    except RuntimeError:
+        available = ", ".join(sorted({d.platform for d in jax.devices()}))
+        raise UsageError(f"device={name}, but JAX sees no {platform} here (it has: {available})")
+
+
+def load_resumed(out_dir: str) -> tuple[GPT, CharTokenizer | GPT2Tokenizer]:
+    """The trained model in `out_dir` and the tokenizer of the data set it was trained on."""
+    try:
+        state = read_checkpoint_state(out_dir)
+    except CheckpointError:
+        if (Path(out_dir) / STATE_FILE).exists():
+            raise
+        if out_dir == DEFAULTS.out_dir:
+            raise RuntimeFailure(
+                f"no checkpoint in {out_dir}: run `python -m nanojaxgpt.train` first to train the "
+                f"default character model (or sample GPT-2 with --init_from=gpt2)"
+            ) from None
+        raise RuntimeFailure(
+            f"no checkpoint in {out_dir}: train one there with `python -m nanojaxgpt.train "
+            f"--out_dir={out_dir}`, or give the --out_dir of a trained model"
+        ) from None
+    model = load_model(out_dir)
+    dataset = state.get("config", {}).get("dataset")
+    if dataset is None:
+        tokenizer = GPT2Tokenizer()
+    else:
+        data_dir = Path("data") / dataset
+        tokenizer = load_tokenizer(data_dir)
+        if isinstance(tokenizer, CharTokenizer):
+            print(f"Loading meta from {data_dir / 'meta.pkl'}...", file=sys.stderr)
+        else:
+            print("No meta.pkl found, assuming GPT-2 encodings...", file=sys.stderr)
+    vocab_size = model.config.vocab_size
+    if tokenizer.vocab_size > vocab_size:
+        where = f"data/{dataset}/meta.pkl" if dataset else "the checkpoint"
+        found = (
+            f"{where} has {tokenizer.vocab_size} tokens"
+            if isinstance(tokenizer, CharTokenizer)
+            else f"no {where} was found, and GPT-2's BPE has {tokenizer.vocab_size}"
+        )
+        raise RuntimeFailure(
+            f"the model in {out_dir} has a vocabulary of {vocab_size} tokens but {found}: run "
+            f"from the directory holding data/{dataset}/ as prepared for training"
+        )
+    return model, tokenizer
+
+
+def read_prompt(start: str) -> str:
+    """`start` itself, or the text of the file it names as `FILE:path`."""
+    if not start.startswith("FILE:"):
+        return start
+    path = Path(start.removeprefix("FILE:"))
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        reason = getattr(error, "strerror", None) or error
+        raise UsageError(f"start=FILE:{path}: cannot read {path} ({reason})") from None
+
+
+def encode_prompt(text: str, tokenizer, vocab_size: int) -> list[int]:
+    try:
+        ids = tokenizer.encode(text)
+    except ValueError as error:
+        raise UsageError(f"start: {error}") from None
+    if not ids:
+        raise UsageError("start is empty: the prompt needs at least one token, e.g. --start=Hello")
+    if max(ids) >= vocab_size:
+        raise UsageError(
+            f"start encodes to token id {max(ids)}, outside the model's vocabulary of {vocab_size}"
+        )
+    return ids
+
+
+def decode(tokenizer, ids: list[int]) -> str:
+    """The text of `ids`; an id past the tokenizer's vocabulary (a model's vocab_size padded
+    up, as GPT-2's 50257 to 50304) shows as U+FFFD instead of stopping the run."""
+    pieces, run = [], []
+    for i in ids:
+        if i < tokenizer.vocab_size:
+            run.append(i)
+        else:
+            pieces += [tokenizer.decode(run), "\ufffd"]
+            run = []
+    return "".join(pieces) + tokenizer.decode(run)
+
+
+def cast(model: GPT, dtype: str) -> GPT:
+    """The model with its floating-point arrays in `dtype`."""
+    dtype = jnp.dtype(dtype)
+    return jax.tree.map(lambda x: x.astype(dtype) if eqx.is_inexact_array(x) else x, model)
+
+
+def main(argv: list[str]) -> None:
+    config = parse_args(argv)
+    with _device(config.device):
+        if config.init_from == "resume":
+            model, tokenizer = load_resumed(config.out_dir)
+        else:
+            model, tokenizer = (
+                GPT.from_pretrained(config.init_from, dict(dropout=0.0)),
+                GPT2Tokenizer(),
+            )
+        model = cast(model, config.dtype)
+        ids = encode_prompt(read_prompt(config.start), tokenizer, model.config.vocab_size)
+        prompts = jnp.tile(jnp.asarray(ids, jnp.int32), (config.num_samples, 1))
+        key = jax.random.key(config.seed)
+        samples = generate(
+            model, prompts, config.max_new_tokens, config.temperature, config.top_k, key=key
+        )
+    for sample in np.asarray(samples):
+        print(decode(tokenizer, sample.tolist()))
+        print(SEPARATOR)
+
+
+if __name__ == "__main__":
+    run_main(main)
