@@ -1,0 +1,143 @@
+"""Benchmark the training step: `python -m nanojaxgpt.bench [config.py] [--key=value ...]`.
+
+nanoGPT's bench.py for nanojaxgpt: times the compiled step (forward, backward, AdamW) on
+synthetic batches (`--real_data=True` samples the data set) and prints ms/iter, tokens/s,
+achieved FLOP/s, MFU, the first step's compile time and peak memory. `--profile=True` writes a
+JAX profiler trace (open it with TensorBoard or Perfetto). Model and batch keys are training's.
+"""
+
+import resource
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import equinox as eqx
+import jax
+import numpy as np
+
+from nanojaxgpt.config import TrainConfig, parse_args
+from nanojaxgpt.data import BatchSampler
+from nanojaxgpt.errors import UsageError, run_main
+from nanojaxgpt.flops import device_peak_flops
+from nanojaxgpt.model import GPT, GPTConfig, flops_per_token
+from nanojaxgpt.precision import resolve_dtype
+from nanojaxgpt.tokenizer import load_tokenizer
+from nanojaxgpt.train import make_optimizer, make_step
+
+
+@dataclass
+class BenchOptions:
+    num_steps: int = 20  # timed steps, after warmup
+    warmup_steps: int = 3
+    real_data: bool = False
+    profile: bool = False
+    profile_dir: str = "bench-trace"
+
+
+def split_bench_options(argv: list[str]) -> tuple[BenchOptions, list[str]]:
+    """Our own `--key=value` options, and the rest for the training config parser."""
+    options, rest = BenchOptions(), []
+    for arg in argv:
+        key, _, value = arg.removeprefix("--").partition("=")
+        if arg.startswith("--") and key in BenchOptions.__dataclass_fields__:
+            default = getattr(options, key)
+            try:
+                parsed = {"true": True, "false": False}[value.lower()] if isinstance(default, bool) else type(default)(value)
+            except (KeyError, ValueError):
+                raise UsageError(f"{arg}: {key} takes a {type(default).__name__}, like {default!r}") from None
+            setattr(options, key, parsed)
+        else:
+            rest.append(arg)
+    return options, rest
+
+
+def peak_memory_bytes() -> tuple[int, str]:
+    stats = jax.devices()[0].memory_stats() or {}
+    if "peak_bytes_in_use" in stats:
+        return stats["peak_bytes_in_use"], "device"
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "process RSS"
+
+
+def vocab_size_of(dataset: str) -> int:
+    """The data set's character vocabulary, or GPT-2's padded to 50304 as nanoGPT does."""
+    data_dir = Path("data") / dataset
+    return load_tokenizer(data_dir).vocab_size if (data_dir / "meta.pkl").exists() else 50304
+
+
+def bench(config: TrainConfig, options: BenchOptions) -> dict:
+    model_config = GPTConfig(
+        block_size=config.block_size, vocab_size=vocab_size_of(config.dataset),
+        n_layer=config.n_layer, n_head=config.n_head, n_embd=config.n_embd,
+        dropout=config.dropout, bias=config.bias, mlp=config.mlp,
+    )
+    model = GPT.create_instance(model_config, jax.random.key(config.seed))
+    optimizer = make_optimizer(model, config)
+    opt_state = optimizer.init(eqx.filter(model, eqx.is_inexact_array))
+    dtype = resolve_dtype(config.dtype)
+    shape = (config.gradient_accumulation_steps, config.batch_size, config.block_size)
+    if options.real_data:
+        sampler = BatchSampler(Path("data") / config.dataset, config.block_size, config.batch_size, config.seed)
+        next_batch = lambda i: sampler.batches("train", config.gradient_accumulation_steps, 0, i)
+    else:
+        rng = np.random.default_rng(config.seed)
+        next_batch = lambda i: (rng.integers(0, model_config.vocab_size, shape, dtype=np.int32),) * 2
+
+    def step(i):
+        nonlocal model, opt_state
+        x, y = next_batch(i)
+        model, opt_state, loss, _ = make_step(model, opt_state, x, y, jax.random.key(i), optimizer, dtype)
+        return loss
+
+    start = time.perf_counter()
+    step(0).block_until_ready()
+    compile_s = time.perf_counter() - start
+    for i in range(options.warmup_steps):
+        step(1 + i)
+    loss = step(0)
+    loss.block_until_ready()
+    if options.profile:
+        jax.profiler.start_trace(options.profile_dir)
+    start = time.perf_counter()
+    for i in range(options.num_steps):
+        loss = step(100 + i)
+    loss.block_until_ready()
+    dt = (time.perf_counter() - start) / options.num_steps
+    if options.profile:
+        jax.profiler.stop_trace()
+
+    peak_flops, peak_source = device_peak_flops()
+    sequences = config.batch_size * config.gradient_accumulation_steps
+    tokens_per_s = sequences * config.block_size / dt
+    memory, memory_source = peak_memory_bytes()
+    return {
+        "ms_per_iter": dt * 1000,
+        "tokens_per_s": tokens_per_s,
+        "flops_per_s": flops_per_token(model_config, model.get_num_params()) * tokens_per_s,
+        "mfu": model.estimate_mfu(sequences, dt, peak_flops),
+        "peak_flops": peak_flops,
+        "peak_source": peak_source,
+        "compile_s": compile_s,
+        "peak_memory_bytes": memory,
+        "memory_source": memory_source,
+        "loss": float(loss),
+    }
+
+
+def main(argv: list[str]) -> None:
+    options, rest = split_bench_options(argv)
+    config = parse_args(rest)
+    result = bench(config, options)
+    print(f"{config.n_layer} layers, {config.n_head} heads, {config.n_embd} embd, block {config.block_size}, "
+          f"batch {config.batch_size}x{config.gradient_accumulation_steps}, mlp {config.mlp}, "
+          f"{resolve_dtype(config.dtype).name} on {jax.devices()[0].device_kind}")
+    print(f"compile (first step): {result['compile_s']:.2f}s")
+    print(f"time per iteration: {result['ms_per_iter']:.2f}ms, {result['tokens_per_s']:,.0f} tokens/s")
+    print(f"achieved: {result['flops_per_s'] / 1e9:,.1f} GFLOP/s, MFU {result['mfu'] * 100:.2f}% "
+          f"of {result['peak_flops'] / 1e9:,.0f} GFLOP/s ({result['peak_source']})")
+    print(f"peak memory: {result['peak_memory_bytes'] / 2**20:,.0f} MiB ({result['memory_source']})")
+    if options.profile:
+        print(f"profile written to {options.profile_dir}")
+
+
+if __name__ == "__main__":
+    run_main(main)
