@@ -224,6 +224,7 @@ def cast(model: GPT, dtype: str) -> GPT:
 
 def main(argv: list[str]) -> None:
     config = parse_args(argv)
+    prompt = read_prompt(config.start)  # a missing prompt file fails before any model loads
     with _device(config.device):
         if config.init_from == "resume":
             model, tokenizer = load_resumed(config.out_dir)
@@ -233,7 +234,7 @@ def main(argv: list[str]) -> None:
                 GPT2Tokenizer(),
             )
         model = cast(model, config.dtype)
-        ids = encode_prompt(read_prompt(config.start), tokenizer, model.config.vocab_size)
+        ids = encode_prompt(prompt, tokenizer, model.config.vocab_size)
         prompts = jnp.tile(jnp.asarray(ids, jnp.int32), (config.num_samples, 1))
         key = jax.random.key(config.seed)
         samples = generate(

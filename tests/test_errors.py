@@ -11,7 +11,6 @@ import hashlib
 import os
 import pickle
 import re
-import resource
 import shutil
 import signal
 import subprocess
@@ -304,19 +303,19 @@ def test_out_dir_that_cannot_be_created_is_one_line(root):
     assert snapshot(root) == before
 
 
-def limit_file_size_to_4k():
-    """In the child: a write past 4 KiB fails with EFBIG, as a full disk fails with ENOSPC."""
-    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-    resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
-
-
 def test_disk_full_during_a_save_keeps_the_previous_checkpoint(trained):
     from nanojaxgpt.checkpoint import load_checkpoint
 
     before = snapshot(trained / "out")
-    result = train(
-        "--init_from=resume", "--out_dir=out", "--max_iters=14", "--eval_interval=2",
-        "--always_save_checkpoint=True", cwd=trained, preexec_fn=limit_file_size_to_4k,
+    # with files limited to 4 KiB a write fails with EFBIG, as on a full disk with ENOSPC
+    # (Python ignores SIGXFSZ); the checkpoint's files are bigger, the metrics log smaller
+    command = [
+        sys.executable, "-m", "nanojaxgpt.train", *TINY, "--init_from=resume", "--out_dir=out",
+        "--max_iters=14", "--eval_interval=2", "--always_save_checkpoint=True",
+    ]
+    result = subprocess.run(
+        ["bash", "-c", 'ulimit -f 4 && exec "$@"', "bash", *command],
+        cwd=trained, env=ENV, capture_output=True, text=True, timeout=300,
     )
     assert one_error_line(result, 1) == (
         "error: could not save the checkpoint in out (File too large); the previous checkpoint "
@@ -391,6 +390,30 @@ def test_ctrl_c_saves_the_current_iteration_exits_130_and_resume_continues(root)
 
 
 # --- sampling --------------------------------------------------------------------------------
+
+# sample.py writes its progress to stderr (stdout holds only the samples): an error found after
+# the model and its vocabulary are loaded follows that one line
+LOADED = "Loading meta from data/tiny/meta.pkl...\n"
+
+
+@pytest.mark.parametrize(
+    "start, stderr",
+    [
+        ("FILE:missing.txt", "error: start=FILE:missing.txt: cannot read missing.txt (No such file or directory)\n"),
+        ("", LOADED + "error: start is empty: the prompt needs at least one token, e.g. --start=Hello\n"),
+        ("hey", LOADED + "error: start: characters 'y' are not in this data set's vocabulary of 10; use "
+                         "only characters from its training text\n"),
+    ],
+    ids=["missing-file", "empty", "outside-vocab"],
+)
+def test_bad_prompt_is_one_error_line(trained, start, stderr):
+    before = snapshot(trained)
+    result = run(
+        "sample", "--out_dir=out", f"--start={start}", "--num_samples=1", "--max_new_tokens=4",
+        cwd=trained,
+    )
+    assert (result.returncode, result.stdout, result.stderr) == (2, "", stderr)
+    assert snapshot(trained) == before
 
 
 # --- the parser never fails any other way ----------------------------------------------------
