@@ -39,9 +39,9 @@ def prompt_bucket(length: int, block_size: int) -> int:
 
 def empty_cache(config: GPTConfig, dtype=jnp.float32) -> tuple[Array, Array]:
     """Keys and values for every layer and position of one sequence, all zeros (unwritten
-    positions are never attended to): (n_layer, block_size, n_head, head_size) each."""
+    positions are never attended to): (n_layer, n_head, block_size, head_size) each."""
     head_size = config.n_embd // config.n_head
-    shape = (config.n_layer, config.block_size, config.n_head, head_size)
+    shape = (config.n_layer, config.n_head, config.block_size, head_size)
     return jnp.zeros(shape, dtype), jnp.zeros(shape, dtype)
 
 
@@ -49,7 +49,7 @@ def forward_cached(model: GPT, idx: Int[Array, " seq"], cache, pos):
     """Hidden states of `idx`, tokens at positions `pos, pos+1, ...`, attending to the cached
     positions before them; returns `(x, cache)` with idx's keys and values written in."""
     x, (k, v) = model.transformer(idx, cache=cache, pos=pos)
-    cache = tuple(jax.lax.dynamic_update_slice_in_dim(c, t, pos, 1) for c, t in zip(cache, (k, v)))
+    cache = tuple(jax.lax.dynamic_update_slice_in_dim(c, t, pos, 2) for c, t in zip(cache, (k, v)))
     return x, cache
 
 
@@ -74,6 +74,11 @@ def _decode(model: GPT, padded, length, temperature, step_keys, top_k):
     block_size = model.config.block_size
     dtype = model.transformer.wte.weight.dtype
     rows = lambda f, *args: jax.vmap(f, in_axes=(None, *[0] * len(args)))(model, *args)
+    # the caches keep the layer axis first, (n_layer, batch, ...): the layers' scan then slices
+    # them in place, where a leading batch axis would have them transposed at every step
+    cached_rows = lambda idx, cache, pos: jax.vmap(
+        lambda idx, cache: forward_cached(model, idx, cache, pos), in_axes=(0, 1), out_axes=(0, 1)
+    )(idx, cache)
 
     def sample(x, n):
         """Each row's token number `n` (counting the prompt) from its hidden state `x`."""
@@ -89,16 +94,17 @@ def _decode(model: GPT, padded, length, temperature, step_keys, top_k):
     # one pass over the prompt fills the cache and gives the first new token
     tokens = jnp.zeros((batch, bucket + n_new), jnp.int32).at[:, :bucket].set(padded)
     cache = jax.tree.map(
-        lambda c: jnp.broadcast_to(c, (batch, *c.shape)), empty_cache(model.config, dtype)
+        lambda c: jnp.broadcast_to(c[:, None], (c.shape[0], batch, *c.shape[1:])),
+        empty_cache(model.config, dtype),
     )
-    x, cache = rows(lambda m, idx, c: forward_cached(m, idx, c, 0), padded, cache)
+    x, cache = cached_rows(padded, cache, 0)
     tokens = put(tokens, sample(x[:, length - 1], length), length)
 
     # while the context fits in block_size: one position per step, its keys and values cached
     def cached_step(n, carry):
         tokens, cache = carry
         last = jax.lax.dynamic_slice_in_dim(tokens, n - 1, 1, axis=1)
-        x, cache = rows(lambda m, idx, c: forward_cached(m, idx, c, n - 1), last, cache)
+        x, cache = cached_rows(last, cache, n - 1)
         return put(tokens, sample(x[:, 0], n), n), cache
 
     end = length + n_new
@@ -112,7 +118,9 @@ def _decode(model: GPT, padded, length, temperature, step_keys, top_k):
         x = rows(lambda m, idx: m.transformer(idx)[-1], window)
         return put(tokens, sample(x, n), n)
 
-    tokens = jax.lax.fori_loop(jnp.maximum(block_size + 1, length + 1), end, window_step, tokens)
+    if bucket + n_new > block_size:  # else no prompt of this bucket gets past block_size
+        start = jnp.maximum(block_size + 1, length + 1)
+        tokens = jax.lax.fori_loop(start, end, window_step, tokens)
     return jax.lax.dynamic_slice_in_dim(tokens, length, n_new, axis=1)
 
 

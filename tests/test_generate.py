@@ -105,6 +105,17 @@ def test_greedy_with_cache_equals_greedy_by_full_recompute(periodic_model, promp
     np.testing.assert_array_equal(out[0], STREAM[: prompt_len + 30])
 
 
+def test_short_generation_in_a_long_block():
+    # 3 + 5 tokens in a block of 64: the program has no step past block_size at all
+    model = random_model(block_size=64)
+    prompt = jnp.array([7, 3, 9])
+    out = generate(model, prompt[None], 5, temperature=5.0, key=jax.random.key(0))
+    expected = generate_by_recompute(
+        model, prompt, 5, 5.0, key=jax.random.split(jax.random.key(0), 1)[0]
+    )
+    np.testing.assert_array_equal(out[0], expected)
+
+
 @pytest.mark.parametrize("top_k", [None, 5])
 def test_sampling_draws_what_full_recompute_draws_with_the_same_keys(model, top_k):
     prompts = jax.random.randint(jax.random.key(2), (3, 6), 0, 50)
