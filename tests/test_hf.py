@@ -100,6 +100,23 @@ def test_keys_without_prefix_and_with_mask_buffers_load_the_same(hf_model, loade
         np.testing.assert_array_equal(a, b, err_msg=name)
 
 
+def test_sharded_weights_load_through_their_index(hf_model, loaded, tmp_path):
+    path, _ = hf_model
+    tensors = safetensors_numpy.load_file(path / "model.safetensors")
+    sharded = copy_model_dir(path, tmp_path / "sharded", tensors={})
+    (sharded / "model.safetensors").unlink()
+    keys = sorted(tensors)
+    weight_map = {}
+    for i, part in enumerate((keys[::2], keys[1::2])):
+        name = f"model-0000{i + 1}-of-00002.safetensors"
+        safetensors_numpy.save_file({key: tensors[key] for key in part}, sharded / name)
+        weight_map.update(dict.fromkeys(part, name))
+    (sharded / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    model = from_pretrained(str(sharded))
+    for (name, a), (_, b) in zip(named_parameters(model), named_parameters(loaded)):
+        np.testing.assert_array_equal(a, b, err_msg=name)
+
+
 def test_gpt_from_pretrained_overrides_only_dropout(hf_model):
     path = str(hf_model[0])
     model = GPT.from_pretrained(path, dict(dropout=0.1))
