@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
-from nanojaxgpt.model import GPT, GPTConfig, sample_logits
+from nanojaxgpt.model import GPT, GPTConfig
 
 SMALLEST_BUCKET = 16
 
@@ -54,8 +54,9 @@ def forward_cached(model: GPT, idx: Int[Array, " seq"], cache, pos):
 
 
 def sample_next(logits: Float[Array, " vocab"], temperature, top_k: int | None, *, key):
-    """`sample_logits` (the same draws for the same key) with `temperature` a traced value:
-    0 takes the most likely token."""
+    """A token drawn from `softmax(logits / temperature)`, restricted to the `top_k` most
+    likely tokens when given; `temperature=0` takes the most likely token. `temperature` may be
+    a traced value, so a new temperature does not compile again."""
     logits = logits.astype(jnp.float32)
     positive = temperature > 0
     scaled = logits / jnp.where(positive, temperature, 1.0)
@@ -206,7 +207,7 @@ def generate_by_recompute(
 def _next_token(model: GPT, padded: Int[Array, " block"], length, temperature, top_k, key):
     """A token drawn after the first `length` tokens of a padded context: causality makes the
     padding invisible, and one fixed shape means one compilation for every length."""
-    return sample_logits(model(padded)[length - 1], temperature, top_k, key=key)
+    return sample_next(model(padded)[length - 1], temperature, top_k, key=key)
 
 
 def benchmark(model: GPT, num_samples: int = 5, max_new_tokens: int = 500, repeats: int = 2):

@@ -334,14 +334,3 @@ def flops_per_token(config: GPTConfig, num_params: int) -> int:
     head_size = config.n_embd // config.n_head
     return 6 * num_params + 12 * config.n_layer * config.n_head * head_size * config.block_size
 
-
-def sample_logits(logits: Float[Array, " vocab"], temperature: float, top_k: int | None, *, key):
-    """A token drawn from `softmax(logits / temperature)`, restricted to the `top_k` most
-    likely tokens when given; `temperature=0` takes the most likely token."""
-    if temperature == 0:
-        return jnp.argmax(logits)
-    logits = logits.astype(jnp.float32) / temperature
-    if top_k is not None:
-        kth_largest = jax.lax.top_k(logits, min(top_k, logits.shape[-1]))[0][..., -1]
-        logits = jnp.where(logits < kth_largest, -jnp.inf, logits)
-    return jax.random.categorical(key, logits)

@@ -11,11 +11,9 @@ import ast
 import contextlib
 import dataclasses
 import difflib
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -25,6 +23,7 @@ from nanojaxgpt.errors import RuntimeFailure, UsageError, run_main
 from nanojaxgpt.generate import generate
 from nanojaxgpt.hf import PRETRAINED
 from nanojaxgpt.model import GPT
+from nanojaxgpt.precision import cast_floats
 from nanojaxgpt.tokenizer import CharTokenizer, GPT2Tokenizer, load_tokenizer
 
 SEPARATOR = "---------------"
@@ -159,9 +158,9 @@ def load_resumed(out_dir: str) -> tuple[GPT, CharTokenizer | GPT2Tokenizer]:
         data_dir = Path("data") / dataset
         tokenizer = load_tokenizer(data_dir)
         if isinstance(tokenizer, CharTokenizer):
-            print(f"Loading meta from {data_dir / 'meta.pkl'}...", file=sys.stderr)
+            print(f"Loading meta from {data_dir / 'meta.pkl'}...")
         else:
-            print("No meta.pkl found, assuming GPT-2 encodings...", file=sys.stderr)
+            print("No meta.pkl found, assuming GPT-2 encodings...")
     vocab_size = model.config.vocab_size
     if tokenizer.vocab_size > vocab_size:
         where = f"data/{dataset}/meta.pkl" if dataset else "the checkpoint"
@@ -216,12 +215,6 @@ def decode(tokenizer, ids: list[int]) -> str:
     return "".join(pieces) + tokenizer.decode(run)
 
 
-def cast(model: GPT, dtype: str) -> GPT:
-    """The model with its floating-point arrays in `dtype`."""
-    dtype = jnp.dtype(dtype)
-    return jax.tree.map(lambda x: x.astype(dtype) if eqx.is_inexact_array(x) else x, model)
-
-
 def main(argv: list[str]) -> None:
     config = parse_args(argv)
     prompt = read_prompt(config.start)  # a missing prompt file fails before any model loads
@@ -233,7 +226,7 @@ def main(argv: list[str]) -> None:
                 GPT.from_pretrained(config.init_from, dict(dropout=0.0)),
                 GPT2Tokenizer(),
             )
-        model = cast(model, config.dtype)
+        model = cast_floats(model, jnp.dtype(config.dtype))
         ids = encode_prompt(prompt, tokenizer, model.config.vocab_size)
         prompts = jnp.tile(jnp.asarray(ids, jnp.int32), (config.num_samples, 1))
         key = jax.random.key(config.seed)

@@ -38,6 +38,7 @@ from nanojaxgpt.distributed import (
     to_global_batch,
 )
 from nanojaxgpt.errors import RuntimeFailure, UsageError, run_main
+from nanojaxgpt.flops import device_peak_flops
 from nanojaxgpt.model import GPT, GPTConfig
 from nanojaxgpt.precision import DynamicLossScale, all_finite, cast_floats, resolve_dtype
 from nanojaxgpt.tokenizer import load_tokenizer
@@ -337,6 +338,7 @@ def train(config: TrainConfig) -> GPT:
             for split in ("train", "val")
         }
 
+    peak_flops, _ = device_peak_flops()  # per device: MFU as in bench.py
     bar = tqdm(total=config.max_iters, initial=iter_num, unit="it",
                disable=not (main_process and sys.stderr.isatty()))
     t_log, iters_since_log, running_mfu = time.time(), 0, -1.0
@@ -383,7 +385,7 @@ def train(config: TrainConfig) -> GPT:
                     )
                 dt = (time.time() - t_log) / iters_since_log
                 if iters_since_log == config.log_interval:  # no eval or compilation in dt
-                    mfu = model.estimate_mfu(config.batch_size * micro_steps, dt)
+                    mfu = model.estimate_mfu(config.batch_size * micro_steps, dt, peak_flops)
                     running_mfu = mfu if running_mfu < 0 else 0.9 * running_mfu + 0.1 * mfu
                 log.write(
                     f"iter {iter_num}: loss {lossf:.4f}, time {dt * 1000:.2f}ms, mfu {max(running_mfu, 0) * 100:.2f}%",
