@@ -244,6 +244,14 @@ class MetricsLog:
             ) from error
 
 
+def check_finite(loss: float, iter_num: int, out_dir: str) -> None:
+    if not math.isfinite(loss):
+        raise RuntimeFailure(
+            f"loss became {loss} at iter {iter_num}; the last checkpoint in {out_dir} is kept: "
+            f"lower learning_rate or raise warmup_iters"
+        )
+
+
 @contextlib.contextmanager
 def stop_requests():
     """While inside, the first Ctrl-C only raises a flag (read with the yielded function), so
@@ -305,11 +313,11 @@ def train(config: TrainConfig) -> GPT:
     if state is None:
         iter_num, best_val_loss = 0, 1e9
         opt_state = optimizer.init(eqx.filter(model, eqx.is_inexact_array))
-        loss_scale = DynamicLossScale.create() if dtype == jnp.float16 else None
     else:
         iter_num, best_val_loss = state["iter_num"], state["best_val_loss"]
         opt_state = load_optimizer_state(config.out_dir, optimizer, model)
-        loss_scale = DynamicLossScale.create(**state["loss_scale"]) if dtype == jnp.float16 else None
+    saved_scale = (state or {}).get("loss_scale") or {}
+    loss_scale = DynamicLossScale.create(**saved_scale) if dtype == jnp.float16 else None
     model = place(model, state_shardings(model, mesh, config.fsdp))
     opt_state = place(opt_state, state_shardings(opt_state, mesh, config.fsdp))
 
@@ -355,12 +363,8 @@ def train(config: TrainConfig) -> GPT:
                     f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}",
                     {"iter": iter_num, "train_loss": losses["train"], "val_loss": losses["val"], "lr": lr},
                 )
-                non_finite = [loss for loss in losses.values() if not math.isfinite(loss)]
-                if non_finite:  # stop before always_save_checkpoint saves a broken model
-                    raise RuntimeFailure(
-                        f"loss became {non_finite[0]} at iter {iter_num}; the last checkpoint in "
-                        f"{config.out_dir} is kept: lower learning_rate or raise warmup_iters"
-                    )
+                for split_loss in losses.values():  # before always_save_checkpoint saves it
+                    check_finite(split_loss, iter_num, config.out_dir)
                 if losses["val"] < best_val_loss or config.always_save_checkpoint:
                     best_val_loss = min(best_val_loss, losses["val"])
                     if iter_num > 0:
@@ -378,11 +382,8 @@ def train(config: TrainConfig) -> GPT:
             bar.update()
             if iter_num % config.log_interval == 0:
                 lossf = float(loss)  # the loop's only host sync outside evals
-                if not math.isfinite(lossf) and loss_scale is None:
-                    raise RuntimeFailure(
-                        f"loss became {lossf} at iter {iter_num}; the last checkpoint in "
-                        f"{config.out_dir} is kept: lower learning_rate or raise warmup_iters"
-                    )
+                if loss_scale is None:  # float16 skips overflowing steps instead
+                    check_finite(lossf, iter_num, config.out_dir)
                 dt = (time.time() - t_log) / iters_since_log
                 if iters_since_log == config.log_interval:  # no eval or compilation in dt
                     mfu = model.estimate_mfu(config.batch_size * micro_steps, dt, peak_flops)
