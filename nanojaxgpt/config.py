@@ -79,19 +79,21 @@ KEYS = [f.name for f in dataclasses.fields(TrainConfig) if f.name != "explicitly
 DEFAULTS = TrainConfig()
 
 
-def _nearest_key_hint(key: str) -> str:
-    close = difflib.get_close_matches(key, KEYS, n=1, cutoff=0.6)
-    return f"; did you mean '{close[0]}'?" if close else "; see the keys in nanojaxgpt/config.py"
+def _check_key(key: str, defaults, where: str) -> None:
+    keys = [f.name for f in dataclasses.fields(defaults) if f.name != "explicitly_set"]
+    if key not in keys:
+        close = difflib.get_close_matches(key, keys, n=1, cutoff=0.6)
+        hint = f"did you mean '{close[0]}'?" if close else f"the keys are {', '.join(keys)}"
+        raise UsageError(f"unknown config key '{key}' {where}; {hint}")
 
 
-def _check_key(key: str, where: str) -> None:
-    if key not in KEYS:
-        raise UsageError(f"unknown config key '{key}' {where}{_nearest_key_hint(key)}")
-
-
-def _typed(key: str, value, where: str):
-    """`value` as the type of `key`'s default (an int is a fine float), or a UsageError."""
-    expected = type(getattr(DEFAULTS, key))
+def _typed(key: str, value, defaults, where: str, optional: tuple = ()):
+    """`value` as the type of `key`'s default (an int is a fine float; the `optional` keys
+    also take None), or a UsageError."""
+    default = getattr(defaults, key)
+    expected = type(default)
+    if value is None and key in optional:
+        return value
     if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 2**63:
         raise UsageError(f"{key} {where} is a number too large to use; give one below 2**63")
     if expected is float and isinstance(value, int) and not isinstance(value, bool):
@@ -99,14 +101,14 @@ def _typed(key: str, value, where: str):
     if type(value) is not expected:
         raise UsageError(
             f"{key}={value!r} {where} is a {type(value).__name__}; {key} takes a "
-            f"{expected.__name__}, like its default {getattr(DEFAULTS, key)!r}"
+            f"{expected.__name__}, like its default {default!r}"
         )
     return value
 
 
-def _parse_override_value(key: str, text: str):
+def _parse_override_value(key: str, text: str, defaults):
     """nanoGPT's rule: a Python literal if it parses as one, else the string itself."""
-    expected = type(getattr(DEFAULTS, key))
+    expected = type(getattr(defaults, key))
     if expected is bool and text.lower() in ("true", "false"):
         return text.lower() == "true"
     try:
@@ -114,6 +116,24 @@ def _parse_override_value(key: str, text: str):
     except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
         return text
     return text if expected is str and not isinstance(value, str) else value
+
+
+def read_overrides(argv: list[str], defaults, config_files: bool = True, optional: tuple = ()) -> dict:
+    """The values that config files and `--key=value` overrides give, applied in order and
+    checked against the keys and types of the dataclass instance `defaults`."""
+    values: dict = {}
+    for arg in argv:
+        if not arg.startswith("--") and config_files:
+            for key, value in _read_config_file(arg).items():
+                _check_key(key, defaults, f"in {arg}")
+                values[key] = _typed(key, value, defaults, f"in {arg}", optional)
+            continue
+        key, sep, text = arg.removeprefix("--").partition("=")
+        if not arg.startswith("--") or not sep:
+            raise UsageError(f"{arg}: overrides take the form --key=value, e.g. --{key}=...")
+        _check_key(key, defaults, f"in {arg}")
+        values[key] = _typed(key, _parse_override_value(key, text, defaults), defaults, f"in {arg}", optional)
+    return values
 
 
 def _read_config_file(path: str) -> dict:
@@ -147,19 +167,7 @@ def _traceback_line(error: BaseException, path: str):
 
 def parse_args(argv: list[str]) -> TrainConfig:
     """A TrainConfig from config files and `--key=value` overrides, applied in order."""
-    values: dict = {}
-    for arg in argv:
-        if not arg.startswith("--"):
-            for key, value in _read_config_file(arg).items():
-                where = f"in {arg}"
-                _check_key(key, where)
-                values[key] = _typed(key, value, where)
-            continue
-        key, sep, text = arg[2:].partition("=")
-        if not sep:
-            raise UsageError(f"{arg}: overrides take the form --key=value, e.g. --batch_size=32")
-        _check_key(key, f"in {arg}")
-        values[key] = _typed(key, _parse_override_value(key, text), f"in {arg}")
+    values = read_overrides(argv, DEFAULTS)
     config = TrainConfig(**values, explicitly_set=frozenset(values))
     check_ranges(config)
     return config

@@ -7,9 +7,7 @@ one, otherwise with GPT-2's BPE (offline too); GPT-2 models always use GPT-2's B
 `num_samples` samples are drawn as one batch with a key/value cache (nanojaxgpt/generate.py).
 """
 
-import ast
 import contextlib
-import dataclasses
 import difflib
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from nanojaxgpt.checkpoint import STATE_FILE, CheckpointError, load_model, read_checkpoint_state
+from nanojaxgpt.config import read_overrides
 from nanojaxgpt.errors import RuntimeFailure, UsageError, run_main
 from nanojaxgpt.generate import generate
 from nanojaxgpt.hf import PRETRAINED
@@ -48,52 +47,9 @@ class SampleConfig:
     compile: bool = True  # accepted so nanoGPT's commands paste as they are; we always compile
 
 
-KEYS = [f.name for f in dataclasses.fields(SampleConfig)]
-DEFAULTS = SampleConfig()
-
-
-def _parse_value(key: str, text: str):
-    """nanoGPT's rule: a Python literal if the text is one, else the text itself (a string
-    option keeps its text unless quoted)."""
-    default = getattr(DEFAULTS, key)
-    if isinstance(default, bool) and text.lower() in ("true", "false"):
-        return text.lower() == "true"
-    try:
-        value = ast.literal_eval(text)
-    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
-        return text
-    return text if isinstance(default, str) and not isinstance(value, str) else value
-
-
-def _typed(key: str, value):
-    """`value` if it has the type of `key`'s default (an int is a fine float; top_k may be
-    None), else a UsageError."""
-    default = getattr(DEFAULTS, key)
-    if key == "top_k" and value is None:
-        return value
-    if isinstance(default, float) and type(value) is int:
-        return float(value)
-    if type(value) is not type(default):
-        raise UsageError(
-            f"--{key}={value!r} is a {type(value).__name__}; {key} takes a "
-            f"{type(default).__name__}, like its default {default!r}"
-        )
-    return value
-
-
 def parse_args(argv: list[str]) -> SampleConfig:
-    """A SampleConfig from `--key=value` options."""
-    values = {}
-    for arg in argv:
-        key, sep, text = arg.removeprefix("--").partition("=")
-        if not arg.startswith("--") or not sep:
-            raise UsageError(f"{arg!r}: options take the form --key=value, e.g. --num_samples=3")
-        if key not in KEYS:
-            close = difflib.get_close_matches(key, KEYS, n=1, cutoff=0.6)
-            hint = f"did you mean '{close[0]}'?" if close else f"the options are {', '.join(KEYS)}"
-            raise UsageError(f"unknown option '{key}' in {arg}; {hint}")
-        values[key] = _typed(key, _parse_value(key, text))
-    config = SampleConfig(**values)
+    """A SampleConfig from `--key=value` options, typed and checked like training's."""
+    config = SampleConfig(**read_overrides(argv, SampleConfig(), config_files=False, optional=("top_k",)))
     check(config)
     return config
 
@@ -141,7 +97,7 @@ def load_resumed(out_dir: str) -> tuple[GPT, CharTokenizer | GPT2Tokenizer]:
     except CheckpointError:
         if (Path(out_dir) / STATE_FILE).exists():
             raise
-        if out_dir == DEFAULTS.out_dir:
+        if out_dir == SampleConfig().out_dir:
             raise RuntimeFailure(
                 f"no checkpoint in {out_dir}: run `python -m nanojaxgpt.train` first to train the "
                 f"default character model (or sample GPT-2 with --init_from=gpt2)"

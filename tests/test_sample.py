@@ -126,15 +126,15 @@ def test_options_are_checked_against_the_defaults():
     for argv, message in [
         (
             ["--max_new_token=3"],
-            "unknown option 'max_new_token' in --max_new_token=3; did you mean 'max_new_tokens'?",
+            "unknown config key 'max_new_token' in --max_new_token=3; did you mean 'max_new_tokens'?",
         ),
         (
             ["--num_samples=two"],
-            r"--num_samples='two' is a str; num_samples takes a int, like its default 10",
+            r"num_samples='two' in --num_samples=two is a str; num_samples takes a int, like its default 10",
         ),
         (["--top_k=2.5"], "top_k takes a int"),
         (["--seed=True"], "is a bool; seed takes a int"),
-        (["num_samples=3"], "'num_samples=3': options take the form --key=value"),
+        (["num_samples=3"], "num_samples=3: overrides take the form --key=value"),
         (["--num_samples=0"], "num_samples=0 must be at least 1"),
         (["--temperature=-1"], r"temperature=-1.0 must be >= 0 \(0 is greedy\)"),
         (["--top_k=0"], "top_k=0 must be at least 1"),
