@@ -15,8 +15,7 @@ import types
 from dataclasses import dataclass, field
 
 from nanojaxgpt.errors import UsageError
-
-PRETRAINED = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")
+from nanojaxgpt.hf import PRETRAINED
 
 
 @dataclass
