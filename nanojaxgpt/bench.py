@@ -15,9 +15,9 @@ import equinox as eqx
 import jax
 import numpy as np
 
-from nanojaxgpt.config import TrainConfig, parse_args
+from nanojaxgpt.config import TrainConfig, parse_args, read_overrides
 from nanojaxgpt.data import BatchSampler
-from nanojaxgpt.errors import UsageError, run_main
+from nanojaxgpt.errors import run_main
 from nanojaxgpt.flops import device_peak_flops
 from nanojaxgpt.model import GPT, GPTConfig, flops_per_token
 from nanojaxgpt.precision import resolve_dtype
@@ -35,20 +35,12 @@ class BenchOptions:
 
 
 def split_bench_options(argv: list[str]) -> tuple[BenchOptions, list[str]]:
-    """Our own `--key=value` options, and the rest for the training config parser."""
-    options, rest = BenchOptions(), []
-    for arg in argv:
-        key, _, value = arg.removeprefix("--").partition("=")
-        if arg.startswith("--") and key in BenchOptions.__dataclass_fields__:
-            default = getattr(options, key)
-            try:
-                parsed = {"true": True, "false": False}[value.lower()] if isinstance(default, bool) else type(default)(value)
-            except (KeyError, ValueError):
-                raise UsageError(f"{arg}: {key} takes a {type(default).__name__}, like {default!r}") from None
-            setattr(options, key, parsed)
-        else:
-            rest.append(arg)
-    return options, rest
+    """Our own `--key=value` options (typed by the training config's reader), and the rest for
+    the training config parser."""
+    is_ours = lambda arg: arg.removeprefix("--").partition("=")[0] in BenchOptions.__dataclass_fields__
+    ours = [arg for arg in argv if arg.startswith("--") and is_ours(arg)]
+    rest = [arg for arg in argv if arg not in ours]
+    return BenchOptions(**read_overrides(ours, BenchOptions(), config_files=False)), rest
 
 
 def peak_memory_bytes() -> tuple[int, str]:
