@@ -5,6 +5,8 @@ Notable choices:
 - The `n_layer` blocks are one `Block` whose arrays carry a leading layer axis, run under
   `lax.scan`: compile time stays flat in depth. So `transformer.h.attn.c_proj.weight` has shape
   (n_layer, n_embd, n_embd).
+- Linear layers run through `dense` (nanojaxgpt/dense.py): under `jax.vmap` each is one flat
+  (batch*seq, in) matmul, forward and backward, instead of a batched one XLA:CPU runs slowly.
 - The MLP is SwiGLU by default, sized to the parameter count of GPT-2's 4*n_embd GELU MLP;
   `mlp="gelu"` is GPT-2's own MLP (tanh GELU), needed to load its weights.
 - The output projection is the token embedding matrix itself (weight tying): one array, one
@@ -22,6 +24,7 @@ from jaxtyping import Array, Float, Int, PRNGKeyArray
 
 from helpers.eqx import find_sub_tree, named_parameters
 from helpers.init import normal_, zeros_
+from nanojaxgpt.dense import dense
 
 
 def _split(key: PRNGKeyArray | None, n: int) -> list:
@@ -30,8 +33,14 @@ def _split(key: PRNGKeyArray | None, n: int) -> list:
 
 
 def _sequence(layer, x: Array) -> Array:
-    """Apply a per-position layer (Linear, LayerNorm) to every position of a sequence."""
+    """Apply a per-position layer (LayerNorm) to every position of a sequence."""
     return jax.vmap(layer)(x)
+
+
+def _linear(linear: eqx.nn.Linear, x: Float[Array, "seq in"]) -> Float[Array, "seq out"]:
+    """Apply `linear` to every position of a sequence, as one matmul (see nanojaxgpt/dense.py)."""
+    y = dense(x, linear.weight)
+    return y if linear.bias is None else y + linear.bias
 
 
 class SwiGLU(eqx.Module):
@@ -51,8 +60,8 @@ class SwiGLU(eqx.Module):
         self.dropout = eqx.nn.Dropout(config.dropout)
 
     def __call__(self, x: Float[Array, "seq embd"], *, key=None) -> Float[Array, "seq embd"]:
-        gate, value = jnp.split(_sequence(self.c_fc, x), 2, axis=-1)
-        return self.dropout(_sequence(self.c_proj, jax.nn.silu(gate) * value), key=key)
+        gate, value = jnp.split(_linear(self.c_fc, x), 2, axis=-1)
+        return self.dropout(_linear(self.c_proj, jax.nn.silu(gate) * value), key=key)
 
 
 class MLP(eqx.Module):
@@ -70,8 +79,8 @@ class MLP(eqx.Module):
         self.dropout = eqx.nn.Dropout(config.dropout)
 
     def __call__(self, x: Float[Array, "seq embd"], *, key=None) -> Float[Array, "seq embd"]:
-        hidden = jax.nn.gelu(_sequence(self.c_fc, x), approximate=True)
-        return self.dropout(_sequence(self.c_proj, hidden), key=key)
+        hidden = jax.nn.gelu(_linear(self.c_fc, x), approximate=True)
+        return self.dropout(_linear(self.c_proj, hidden), key=key)
 
 
 class CausalSelfAttention(eqx.Module):
@@ -99,7 +108,7 @@ class CausalSelfAttention(eqx.Module):
         seq, n_embd = x.shape
         head_size = n_embd // self.n_head
         attn_key, resid_key = _split(key, 2)
-        q, k, v = jnp.split(_sequence(self.c_attn, x), 3, axis=-1)
+        q, k, v = jnp.split(_linear(self.c_attn, x), 3, axis=-1)
         q, k, v = (t.reshape(seq, self.n_head, head_size).swapaxes(0, 1) for t in (q, k, v))
         new_kv, q_pos = (k, v), jnp.arange(seq)
         if cache is not None:
@@ -111,7 +120,7 @@ class CausalSelfAttention(eqx.Module):
         weights = jax.nn.softmax(scores.astype(jnp.float32), axis=-1).astype(x.dtype)
         weights = self.attn_dropout(weights, key=attn_key)
         y = jnp.einsum("hqk,hkd->qhd", weights, v).reshape(seq, n_embd)
-        y = self.resid_dropout(_sequence(self.c_proj, y), key=resid_key)
+        y = self.resid_dropout(_linear(self.c_proj, y), key=resid_key)
         return y if cache is None else (y, new_kv)
 
 
@@ -262,7 +271,7 @@ class GPT(eqx.Module):
 
     def lm_head(self, x: Float[Array, "seq embd"]) -> Float[Array, "seq vocab"]:
         """The output projection, tied to the token embedding matrix."""
-        return x @ self.transformer.wte.weight.T
+        return dense(x, self.transformer.wte.weight)
 
     def get_num_params(self, non_embedding: bool = True) -> int:
         """Parameter count; the position embeddings are left out by default, as in nanoGPT
