@@ -7,6 +7,7 @@ Notable choices:
   (n_layer, n_embd, n_embd).
 - Linear layers run through `dense` (nanojaxgpt/dense.py): under `jax.vmap` each is one flat
   (batch*seq, in) matmul, forward and backward, instead of a batched one XLA:CPU runs slowly.
+- Causal attention runs in blocks of QUERY_BLOCK queries and skips the fully masked blocks.
 - The MLP is SwiGLU by default, sized to the parameter count of GPT-2's 4*n_embd GELU MLP;
   `mlp="gelu"` is GPT-2's own MLP (tanh GELU), needed to load its weights.
 - The output projection is the token embedding matrix itself (weight tying): one array, one
@@ -83,6 +84,9 @@ class MLP(eqx.Module):
         return self.dropout(_linear(self.c_proj, hidden), key=key)
 
 
+QUERY_BLOCK = 128  # queries per block of causal attention in training (see CausalSelfAttention)
+
+
 class CausalSelfAttention(eqx.Module):
     c_attn: eqx.nn.Linear
     c_proj: eqx.nn.Linear
@@ -110,18 +114,36 @@ class CausalSelfAttention(eqx.Module):
         attn_key, resid_key = _split(key, 2)
         q, k, v = jnp.split(_linear(self.c_attn, x), 3, axis=-1)
         q, k, v = (t.reshape(seq, self.n_head, head_size).swapaxes(0, 1) for t in (q, k, v))
-        new_kv, q_pos = (k, v), jnp.arange(seq)
+        new_kv = (k, v)
         if cache is not None:
             k, v = (jax.lax.dynamic_update_slice_in_dim(c, t, pos, 1) for c, t in zip(cache, new_kv))
-            q_pos = q_pos + pos
-        scores = jnp.einsum("hqd,hkd->hqk", q, k) / math.sqrt(head_size)
-        causal = jnp.arange(k.shape[1]) <= q_pos[:, None]  # key position <= query position
-        scores = jnp.where(causal, scores, -jnp.inf)
-        weights = jax.nn.softmax(scores.astype(jnp.float32), axis=-1).astype(x.dtype)
-        weights = self.attn_dropout(weights, key=attn_key)
-        y = jnp.einsum("hqk,hkd->qhd", weights, v).reshape(seq, n_embd)
+            y = self.attend(q, k, v, pos + jnp.arange(seq), key=attn_key)
+        else:
+            # Queries in blocks of QUERY_BLOCK, each block against the keys up to its last
+            # position, so the score blocks above the diagonal, all masked, are never computed:
+            # forward and backward twice as fast at block_size 256 on XLA:CPU.
+            starts = range(0, seq, QUERY_BLOCK)
+            block_keys = _split(attn_key, len(starts))
+            y = jnp.concatenate([
+                self.attend(q[:, s : s + QUERY_BLOCK], k[:, : s + QUERY_BLOCK],
+                            v[:, : s + QUERY_BLOCK], jnp.arange(s, min(s + QUERY_BLOCK, seq)),
+                            key=block_key)
+                for s, block_key in zip(starts, block_keys)
+            ])
+        y = y.reshape(seq, n_embd)
         y = self.resid_dropout(_linear(self.c_proj, y), key=resid_key)
         return y if cache is None else (y, new_kv)
+
+    def attend(self, q, k, v, q_pos: Int[Array, " q"], *, key=None) -> Float[Array, "q head dim"]:
+        """Softmax attention of queries q (head, q, dim) at positions `q_pos` over keys and
+        values k, v (head, keys, dim) at positions 0, 1, ...: each query sees the keys at or
+        before its own position."""
+        scores = jnp.einsum("hqd,hkd->hqk", q, k) / math.sqrt(q.shape[-1])
+        causal = jnp.arange(k.shape[1]) <= q_pos[:, None]
+        scores = jnp.where(causal, scores, -jnp.inf)
+        weights = jax.nn.softmax(scores.astype(jnp.float32), axis=-1).astype(q.dtype)
+        weights = self.attn_dropout(weights, key=key)
+        return jnp.einsum("hqk,hkd->qhd", weights, v)
 
 
 class Block(eqx.Module):

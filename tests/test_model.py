@@ -9,7 +9,7 @@ import pytest
 
 from helpers.eqx import find_sub_tree, named_parameters
 from nanojaxgpt import GPT, GPTConfig
-from nanojaxgpt.model import flops_per_token
+from nanojaxgpt.model import QUERY_BLOCK, flops_per_token
 
 # nanoGPT's CPU recipe for Tiny Shakespeare, characters
 CPU_RECIPE = dict(n_layer=4, n_head=4, n_embd=128, block_size=64, vocab_size=65, bias=False)
@@ -29,6 +29,24 @@ def test_logits_do_not_depend_on_later_tokens(mlp):
     before, after = model(idx), model(changed)
     np.testing.assert_array_equal(before[: t + 1], after[: t + 1])
     assert not np.allclose(before[t + 1 :], after[t + 1 :])
+
+
+def test_attention_in_query_blocks_equals_attention_over_the_whole_sequence():
+    """Training attends in blocks of QUERY_BLOCK queries (the masked blocks above the diagonal
+    skipped); decoding attends over the whole cache in one block. Both must give the same
+    output, also across block boundaries and for a last block that is not full."""
+    seq = 2 * QUERY_BLOCK + 44
+    config = GPTConfig(**{**CPU_RECIPE, "block_size": seq})
+    attn = GPT.create_instance(config, jax.random.key(0)).transformer.h.attn
+    attn = jax.tree.map(lambda a: a[0] if eqx.is_array(a) else a, attn)  # the first layer
+    x = jax.random.normal(jax.random.key(1), (seq, config.n_embd))
+    head_size = config.n_embd // config.n_head
+    empty_cache = (jnp.zeros((config.n_head, seq, head_size)),) * 2
+    in_blocks = attn(x)
+    in_one_block, _ = attn(x, cache=empty_cache, pos=0)
+    np.testing.assert_allclose(in_blocks, in_one_block, rtol=1e-5, atol=1e-6)
+    changed = x.at[QUERY_BLOCK + 5 :].set(0.0)
+    np.testing.assert_array_equal(attn(changed)[: QUERY_BLOCK + 5], in_blocks[: QUERY_BLOCK + 5])
 
 
 def test_gpt2_initialisation_statistics():
