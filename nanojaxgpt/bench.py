@@ -19,6 +19,7 @@ from nanojaxgpt.config import TrainConfig, parse_args, read_overrides
 from nanojaxgpt.data import BatchSampler
 from nanojaxgpt.errors import run_main
 from nanojaxgpt.flops import device_peak_flops
+from nanojaxgpt.host_memory import keep_freed_host_memory
 from nanojaxgpt.model import GPT, GPTConfig, flops_per_token
 from nanojaxgpt.precision import resolve_dtype
 from nanojaxgpt.tokenizer import load_tokenizer
@@ -116,6 +117,7 @@ def bench(config: TrainConfig, options: BenchOptions) -> dict:
 
 
 def main(argv: list[str]) -> None:
+    keep_freed_host_memory()
     options, rest = split_bench_options(argv)
     config = parse_args(rest)
     result = bench(config, options)

@@ -19,7 +19,6 @@ from pathlib import Path
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 from jax.experimental import multihost_utils
 from tqdm import tqdm
@@ -39,6 +38,7 @@ from nanojaxgpt.distributed import (
 )
 from nanojaxgpt.errors import RuntimeFailure, UsageError, run_main
 from nanojaxgpt.flops import device_peak_flops
+from nanojaxgpt.host_memory import keep_freed_host_memory
 from nanojaxgpt.model import GPT, GPTConfig
 from nanojaxgpt.precision import DynamicLossScale, all_finite, cast_floats, resolve_dtype
 from nanojaxgpt.tokenizer import load_tokenizer
@@ -399,6 +399,7 @@ def train(config: TrainConfig) -> GPT:
 
 
 def main(argv: list[str]) -> None:
+    keep_freed_host_memory()
     config = parse_args(argv)
     if "backend" in config.explicitly_set:
         print(f"note: backend={config.backend!r} is ignored: JAX picks its own collectives")

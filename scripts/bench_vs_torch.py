@@ -21,6 +21,7 @@ import torch_reference  # noqa: E402
 
 from nanojaxgpt.bench import BenchOptions, bench, split_bench_options, vocab_size_of  # noqa: E402
 from nanojaxgpt.config import parse_args  # noqa: E402
+from nanojaxgpt.host_memory import keep_freed_host_memory  # noqa: E402
 
 
 def time_torch(config, steps: int, warmup: int) -> float:
@@ -38,6 +39,7 @@ def time_torch(config, steps: int, warmup: int) -> float:
 
 
 def main(argv: list[str]) -> None:
+    keep_freed_host_memory()  # as nanojaxgpt.train and nanojaxgpt.bench do; PyTorch runs with it too
     options, rest = split_bench_options(argv)
     config = parse_args(rest)
     torch_ms, jax_ms, compile_s, mfu = [], [], None, None
