@@ -49,6 +49,23 @@ def test_attention_in_query_blocks_equals_attention_over_the_whole_sequence():
     np.testing.assert_array_equal(attn(changed)[: QUERY_BLOCK + 5], in_blocks[: QUERY_BLOCK + 5])
 
 
+def test_backward_pass_keeps_linear_and_attention_outputs_but_no_attention_matrix(capsys):
+    model = GPT.create_instance(
+        GPTConfig(block_size=64, vocab_size=50, n_layer=2, n_head=2, n_embd=48), jax.random.key(0)
+    )
+    params, static = eqx.partition(model, eqx.is_inexact_array)
+    idx = jnp.arange(64) % 50
+    jax.ad_checkpoint.print_saved_residuals(lambda p: eqx.combine(p, static)(idx).sum(), params)
+    kept_by_blocks = [
+        line.split()[0] for line in capsys.readouterr().out.splitlines() if "output of scan" in line
+    ]
+    # per layer: the block's input, c_attn's output, attention's output before and after c_proj
+    # (ln_2's input is their sum), mlp.c_fc's output; no (64, 64) scores or softmax weights
+    assert sorted(kept_by_blocks) == sorted(
+        ["f32[2,64,48]", "f32[2,64,144]", "f32[2,64,48]", "f32[2,64,48]", "f32[2,64,256]"]
+    )
+
+
 def test_gpt2_initialisation_statistics():
     config = GPTConfig(n_layer=4, n_head=4, n_embd=256, block_size=64, vocab_size=1000, bias=True)
     model = GPT.create_instance(config, jax.random.key(0))
