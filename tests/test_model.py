@@ -60,7 +60,8 @@ def test_backward_pass_keeps_linear_and_attention_outputs_but_no_attention_matri
         line.split()[0] for line in capsys.readouterr().out.splitlines() if "output of scan" in line
     ]
     # per layer: the block's input, c_attn's output, attention's output before and after c_proj
-    # (ln_2's input is their sum), mlp.c_fc's output; no (64, 64) scores or softmax weights
+    # (ln_2's input is the block's input plus the latter), mlp.c_fc's output; no (64, 64)
+    # scores or softmax weights
     assert sorted(kept_by_blocks) == sorted(
         ["f32[2,64,48]", "f32[2,64,144]", "f32[2,64,48]", "f32[2,64,48]", "f32[2,64,256]"]
     )
