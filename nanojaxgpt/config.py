@@ -63,6 +63,7 @@ class TrainConfig:
     device: str = "auto"  # 'cpu', 'cuda' ('gpu'), 'tpu', or 'auto' for JAX's default
     dtype: str = "auto"  # compute dtype: 'float32', 'bfloat16', 'float16' or 'auto' (bf16 on GPU/TPU)
     compile: bool = True  # False runs the step without jit, for debugging
+    deterministic: bool = True  # bit-identical runs and resume on GPUs too; False is faster there
     backend: str = "nccl"  # accepted so nanoGPT's commands paste as they are; JAX needs none
     seed: int = 1337
     # several devices and hosts (batch_size is per device, as in nanoGPT's DDP)

@@ -26,6 +26,7 @@ from tqdm import tqdm
 from nanojaxgpt.checkpoint import load_checkpoint, load_optimizer_state, save_checkpoint
 from nanojaxgpt.config import TrainConfig, parse_args
 from nanojaxgpt.data import BatchSampler
+from nanojaxgpt.determinism import request_deterministic_ops
 from nanojaxgpt.distributed import (
     gather_to_host,
     initialize_multihost,
@@ -403,6 +404,7 @@ def main(argv: list[str]) -> None:
     config = parse_args(argv)
     if "backend" in config.explicitly_set:
         print(f"note: backend={config.backend!r} is ignored: JAX picks its own collectives")
+    request_deterministic_ops(config.deterministic)
     select_device(config.device)
     initialize_multihost(config.coordinator_address, config.num_processes, config.process_id)
     with jax.disable_jit(not config.compile):

@@ -2,7 +2,14 @@ import os
 import shutil
 from pathlib import Path
 
+import jax
 import pytest
+
+from nanojaxgpt.determinism import request_deterministic_ops
+
+# resume is bit-identical on GPUs only with XLA's deterministic ops, which must be asked for
+# before JAX starts (`python -m nanojaxgpt.train` does it in main; the tests call train())
+request_deterministic_ops()
 
 REPO = Path(__file__).resolve().parent.parent
 # CI and developers have the project's shared folder beside the checkout; the text is never committed
@@ -28,3 +35,11 @@ def shakespeare_char_dir(tmp_path, tiny_shakespeare) -> Path:
     data_dir.mkdir(parents=True)
     shutil.copy(tiny_shakespeare, data_dir / "input.txt")
     return data_dir
+
+
+@pytest.fixture
+def exact_float32_matmuls():
+    """float32 matmuls computed in float32. JAX's default, which the product keeps, is TF32 on
+    NVIDIA GPUs (a 10-bit mantissa): comparisons of float32 results to 1e-5 hold only with this."""
+    with jax.default_matmul_precision("highest"):
+        yield

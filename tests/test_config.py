@@ -105,5 +105,6 @@ def test_keys_are_nanogpts_plus_ours():
         "dtype", "compile", "backend",
     }
     keys = set(TrainConfig.__dataclass_fields__) - {"explicitly_set"}
-    ours = {"mlp", "seed", "fsdp", "coordinator_address", "num_processes", "process_id"}
+    ours = {"mlp", "seed", "fsdp", "coordinator_address", "num_processes", "process_id",
+            "deterministic"}
     assert keys == nanogpt_keys | ours
