@@ -8,6 +8,9 @@ import pytest
 
 from nanojaxgpt.dense import dense
 
+# float32 results are compared to tight tolerances: pin float32 matmuls (TF32 on GPUs otherwise)
+pytestmark = pytest.mark.usefixtures("exact_float32_matmuls")
+
 B, T, C_IN, C_OUT = 3, 5, 8, 6
 
 

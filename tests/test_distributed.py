@@ -47,7 +47,9 @@ def data_root(shakespeare_char_dir, tmp_path):
 
 
 def start(root, devices: int, *args: str) -> subprocess.Popen:
-    env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
+    # CPU devices even where an accelerator is the default: several processes cannot share one GPU
+    env = {**os.environ, "JAX_PLATFORMS": "cpu",
+           "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
     return subprocess.Popen(
         [sys.executable, "-c", RUN, *TINY, *args], cwd=root, env=env,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,

@@ -17,6 +17,9 @@ from nanojaxgpt.generate import (
     prompt_bucket,
 )
 
+# float32 results are compared to tight tolerances: pin float32 matmuls (TF32 on GPUs otherwise)
+pytestmark = pytest.mark.usefixtures("exact_float32_matmuls")
+
 TINY = dict(n_layer=2, n_head=4, n_embd=32, block_size=16, vocab_size=50)
 
 

@@ -14,6 +14,9 @@ from nanojaxgpt.errors import UsageError
 from nanojaxgpt.generate import generate
 from nanojaxgpt.hf import PretrainedError, from_pretrained
 
+# float32 results are compared to tight tolerances: pin float32 matmuls (TF32 on GPUs otherwise)
+pytestmark = pytest.mark.usefixtures("exact_float32_matmuls")
+
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 safetensors_numpy = pytest.importorskip("safetensors.numpy")

@@ -11,6 +11,9 @@ from helpers.eqx import find_sub_tree, named_parameters
 from nanojaxgpt import GPT, GPTConfig
 from nanojaxgpt.model import QUERY_BLOCK, flops_per_token
 
+# float32 results are compared to tight tolerances: pin float32 matmuls (TF32 on GPUs otherwise)
+pytestmark = pytest.mark.usefixtures("exact_float32_matmuls")
+
 # nanoGPT's CPU recipe for Tiny Shakespeare, characters
 CPU_RECIPE = dict(n_layer=4, n_head=4, n_embd=128, block_size=64, vocab_size=65, bias=False)
 
@@ -55,7 +58,8 @@ def test_backward_pass_keeps_linear_and_attention_outputs_but_no_attention_matri
     )
     params, static = eqx.partition(model, eqx.is_inexact_array)
     idx = jnp.arange(64) % 50
-    jax.ad_checkpoint.print_saved_residuals(lambda p: eqx.combine(p, static)(idx).sum(), params)
+    with jax.default_device(jax.devices("cpu")[0]):  # the CPU's plan (LAYER_PLANS), on any machine
+        jax.ad_checkpoint.print_saved_residuals(lambda p: eqx.combine(p, static)(idx).sum(), params)
     kept_by_blocks = [
         line.split()[0] for line in capsys.readouterr().out.splitlines() if "output of scan" in line
     ]
@@ -113,7 +117,8 @@ def test_embedding_and_output_projection_are_one_array():
     wte = model.transformer.wte.weight
     from_embedding, from_head = jax.grad(untied_loss, argnums=(0, 1))(wte, wte)
     assert float(jnp.abs(from_embedding).max()) > 0 and float(jnp.abs(from_head).max()) > 0
-    np.testing.assert_allclose(tied_grad, from_embedding + from_head, rtol=1e-5, atol=1e-7)
+    # float32 sums in another order (GPUs): up to 1e-6 of the largest entries (about 10)
+    np.testing.assert_allclose(tied_grad, from_embedding + from_head, rtol=1e-5, atol=1e-5)
 
 
 def test_configure_optimizers_decays_matrices_only():
