@@ -23,6 +23,10 @@ dropout = 0.0
 bias = False
 mlp = "gelu"  # GPT-2's own MLP, for a like-for-like reproduction
 
+# GPU kernels that add in any order: a step 1.6x faster (H200, README "GPU"); resume continues
+# the run, but not bit for bit
+deterministic = False
+
 learning_rate = 6e-4
 max_iters = 600000
 lr_decay_iters = 600000

@@ -7,9 +7,12 @@ Notable choices:
   (n_layer, n_embd, n_embd).
 - Linear layers run through `dense` (nanojaxgpt/dense.py): under `jax.vmap` each is one flat
   (batch*seq, in) matmul, forward and backward, instead of a batched one XLA:CPU runs slowly.
-- Causal attention runs in blocks of QUERY_BLOCK queries and skips the fully masked blocks.
-- The backward pass keeps each block's Linear and attention outputs and recomputes the rest
-  (SAVED_FOR_BACKWARD): no (seq, seq) attention matrix is stored.
+- How the blocks run depends on the device, not on the model (`LAYER_PLANS`, measured on each):
+  on a CPU the layers are a `lax.scan`, causal attention runs in blocks of QUERY_BLOCK queries
+  that skip the fully masked blocks, and the backward pass keeps each block's Linear and
+  attention outputs and recomputes the rest (no (seq, seq) attention matrix is stored); on a
+  CUDA GPU bf16/fp16 attention is cuDNN's fused (flash) attention, the backward pass keeps
+  everything, and the scan is unrolled unless XLA's deterministic ops are on.
 - The MLP is SwiGLU by default, sized to the parameter count of GPT-2's 4*n_embd GELU MLP;
   `mlp="gelu"` is GPT-2's own MLP (tanh GELU), needed to load its weights.
 - The output projection is the token embedding matrix itself (weight tying): one array, one
@@ -18,6 +21,7 @@ Notable choices:
 
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 import equinox as eqx
 import jax
@@ -29,6 +33,7 @@ from jaxtyping import Array, Float, Int, PRNGKeyArray
 from helpers.eqx import find_sub_tree, named_parameters
 from helpers.init import normal_, zeros_
 from nanojaxgpt.dense import dense
+from nanojaxgpt.determinism import deterministic_ops_requested
 
 
 def _split(key: PRNGKeyArray | None, n: int) -> list:
@@ -89,15 +94,62 @@ class MLP(eqx.Module):
         return self.dropout(_linear(self.c_proj, hidden), key=key)
 
 
-# What the backward pass keeps of each block's forward: the outputs of its Linear layers and of
-# attention. The rest (LayerNorms, activation functions, attention's scores and softmax) it
-# recomputes from them, so the (seq, seq) attention matrices are never stored, as with
+# What the backward pass keeps of each block's forward on a CPU: the outputs of its Linear layers
+# and of attention. The rest (LayerNorms, activation functions, attention's scores and softmax)
+# it recomputes from them, so the (seq, seq) attention matrices are never stored, as with
 # PyTorch's flash attention. Baby GPT (configs/train_shakespeare_char.py, batch 8): 1.30 s a
 # training step and 342 MiB of temporary memory, against 1.26 s and 767 MiB keeping everything
 # and 1.53 s and 178 MiB recomputing the whole block (2-core CPU, nanojaxgpt/host_memory.py on).
 SAVED_FOR_BACKWARD = jax.checkpoint_policies.save_only_these_names("linear", "attention")
 
 QUERY_BLOCK = 128  # queries per block of causal attention in training (see CausalSelfAttention)
+
+
+@dataclass(frozen=True)
+class LayerPlan:
+    """How the blocks run on one kind of device. It changes speed and memory, never the
+    function computed, so checkpoints do not record it."""
+
+    scan_unroll: int | bool  # layers per iteration of the layers' lax.scan; True: all of them
+    saved_for_backward: Callable  # jax.checkpoint policy: what the backward pass keeps
+    flash_attention: bool  # cuDNN's fused attention for bf16/fp16 (CUDA GPUs only)
+
+
+# Measured per device (README, "Speed" and "GPU"): on XLA:CPU the scan keeps compile time flat
+# in depth and the recomputation pays for itself; on an H200 unrolling the layers, cuDNN's flash
+# attention and keeping every activation make a GPT-2 124M step 28.2 ms against 61.8 ms with
+# the CPU's plan. With XLA's deterministic ops (nanojaxgpt/determinism.py), jax 0.11 fails to
+# compile cuDNN's attention backward in unrolled layers (IndexError inside XLA, whichever of
+# its determinism flags), so deterministic GPU runs keep the scan: 45.8 ms.
+LAYER_PLANS = {
+    "cpu": LayerPlan(scan_unroll=1, saved_for_backward=SAVED_FOR_BACKWARD, flash_attention=False),
+    "gpu": LayerPlan(scan_unroll=True, saved_for_backward=jax.checkpoint_policies.everything_saveable,
+                     flash_attention=True),
+    "gpu, deterministic": LayerPlan(scan_unroll=1,
+                                    saved_for_backward=jax.checkpoint_policies.everything_saveable,
+                                    flash_attention=True),
+}
+
+
+def layer_plan() -> LayerPlan:
+    """The plan of the device that computations are placed on: `jax.default_device` if set
+    (sampling with --device=cpu on a GPU machine), else JAX's default backend."""
+    device = jax.config.jax_default_device
+    platform = jax.default_backend() if device is None else getattr(device, "platform", device)
+    if platform == "gpu" and deterministic_ops_requested():
+        platform = "gpu, deterministic"
+    return LAYER_PLANS.get(platform, LAYER_PLANS["cpu"])
+
+
+def flash_attention(q, k, v, mask=None) -> Float[Array, "q head dim"]:
+    """cuDNN's fused attention of queries q (q, head, dim) over keys and values k, v
+    (keys, head, dim): causal when `mask` is None, else where `mask` (q, keys) is True. The mask
+    is given for every head: under `jax.vmap`, jax 0.11's batching rule for cuDNN attention
+    reshapes it to (batch, head, q, keys) and fails on one shared by the heads."""
+    if mask is None:
+        return jax.nn.dot_product_attention(q, k, v, is_causal=True, implementation="cudnn")
+    mask = jnp.broadcast_to(mask, (q.shape[1], *mask.shape))[None]
+    return jax.nn.dot_product_attention(q, k, v, mask=mask, implementation="cudnn")
 
 
 class CausalSelfAttention(eqx.Module):
@@ -126,15 +178,24 @@ class CausalSelfAttention(eqx.Module):
         head_size = n_embd // self.n_head
         attn_key, resid_key = _split(key, 2)
         q, k, v = jnp.split(_linear(self.c_attn, x), 3, axis=-1)
-        q, k, v = (t.reshape(seq, self.n_head, head_size).swapaxes(0, 1) for t in (q, k, v))
-        new_kv = (k, v)
+        q, k, v = (t.reshape(seq, self.n_head, head_size) for t in (q, k, v))
+        new_kv = (k.swapaxes(0, 1), v.swapaxes(0, 1))
+        flash = self.takes_flash_attention(q, attn_key)
         if cache is not None:
             k, v = (jax.lax.dynamic_update_slice_in_dim(c, t, pos, 1) for c, t in zip(cache, new_kv))
-            y = self.attend(q, k, v, pos + jnp.arange(seq), key=attn_key)
+            q_pos = pos + jnp.arange(seq)
+            if flash:
+                causal = jnp.arange(k.shape[1]) <= q_pos[:, None]
+                y = flash_attention(q, k.swapaxes(0, 1), v.swapaxes(0, 1), causal)
+            else:
+                y = self.attend(q.swapaxes(0, 1), k, v, q_pos, key=attn_key)
+        elif flash:
+            y = flash_attention(q, k, v)
         else:
             # Queries in blocks of QUERY_BLOCK, each block against the keys up to its last
             # position, so the score blocks above the diagonal, all masked, are never computed:
             # forward and backward twice as fast at block_size 256 on XLA:CPU.
+            q, k, v = (t.swapaxes(0, 1) for t in (q, k, v))
             starts = range(0, seq, QUERY_BLOCK)
             block_keys = _split(attn_key, len(starts))
             y = jnp.concatenate([
@@ -146,6 +207,14 @@ class CausalSelfAttention(eqx.Module):
         y = checkpoint_name(y.reshape(seq, n_embd), "attention")
         y = self.resid_dropout(_linear(self.c_proj, y), key=resid_key)
         return y if cache is None else (y, new_kv)
+
+    def takes_flash_attention(self, q: Float[Array, "seq head dim"], key) -> bool:
+        """Whether cuDNN's flash attention runs: where the layer plan has it, in bf16 or fp16,
+        for head sizes cuDNN takes, and without attention dropout (it has none)."""
+        dropout_off = self.attn_dropout.inference or self.attn_dropout.p == 0 or key is None
+        head_size = q.shape[-1]
+        return (layer_plan().flash_attention and dropout_off and head_size % 8 == 0
+                and head_size <= 128 and q.dtype in (jnp.bfloat16, jnp.float16))
 
     def attend(self, q, k, v, q_pos: Int[Array, " q"], *, key=None) -> Float[Array, "q head dim"]:
         """Softmax attention of queries q (head, q, dim) at positions `q_pos` over keys and
@@ -256,9 +325,12 @@ class TransformerLayer(eqx.Module):
             return (out, None) if layer_cache is None else out
 
         # Inside a scan, common subexpressions cannot be merged across iterations, so
-        # checkpoint's guard against that is not needed.
-        apply_block = jax.checkpoint(apply_block, prevent_cse=False, policy=SAVED_FOR_BACKWARD)
-        x, new_kv = jax.lax.scan(apply_block, x, (block_arrays, block_keys, cache))
+        # checkpoint's guard against that is not needed (where the plan unrolls the scan, it
+        # also keeps everything: nothing is recomputed).
+        plan = layer_plan()
+        apply_block = jax.checkpoint(apply_block, prevent_cse=False, policy=plan.saved_for_backward)
+        x, new_kv = jax.lax.scan(apply_block, x, (block_arrays, block_keys, cache),
+                                 unroll=plan.scan_unroll)
         x = _sequence(self.ln_f, x)
         return x if cache is None else (x, new_kv)
 
