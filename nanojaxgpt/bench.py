@@ -6,6 +6,7 @@ achieved FLOP/s, MFU, the first step's compile time and peak memory. `--profile=
 JAX profiler trace (open it with TensorBoard or Perfetto). Model and batch keys are training's.
 """
 
+import json
 import resource
 import time
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ import numpy as np
 
 from nanojaxgpt.config import TrainConfig, parse_args, read_overrides
 from nanojaxgpt.data import BatchSampler
+from nanojaxgpt.determinism import request_deterministic_ops
 from nanojaxgpt.errors import run_main
 from nanojaxgpt.flops import device_peak_flops
 from nanojaxgpt.host_memory import keep_freed_host_memory
@@ -33,6 +35,7 @@ class BenchOptions:
     real_data: bool = False
     profile: bool = False
     profile_dir: str = "bench-trace"
+    json_out: str = ""  # also write the figures to this file, as JSON
 
 
 def split_bench_options(argv: list[str]) -> tuple[BenchOptions, list[str]]:
@@ -103,6 +106,7 @@ def bench(config: TrainConfig, options: BenchOptions) -> dict:
     tokens_per_s = sequences * config.block_size / dt
     memory, memory_source = peak_memory_bytes()
     return {
+        "device": jax.devices()[0].device_kind,
         "ms_per_iter": dt * 1000,
         "tokens_per_s": tokens_per_s,
         "flops_per_s": flops_per_token(model_config, model.get_num_params()) * tokens_per_s,
@@ -120,6 +124,7 @@ def main(argv: list[str]) -> None:
     keep_freed_host_memory()
     options, rest = split_bench_options(argv)
     config = parse_args(rest)
+    request_deterministic_ops(config.deterministic)
     result = bench(config, options)
     print(f"{config.n_layer} layers, {config.n_head} heads, {config.n_embd} embd, block {config.block_size}, "
           f"batch {config.batch_size}x{config.gradient_accumulation_steps}, mlp {config.mlp}, "
@@ -131,6 +136,8 @@ def main(argv: list[str]) -> None:
     print(f"peak memory: {result['peak_memory_bytes'] / 2**20:,.0f} MiB ({result['memory_source']})")
     if options.profile:
         print(f"profile written to {options.profile_dir}")
+    if options.json_out:
+        Path(options.json_out).write_text(json.dumps(result, indent=1))
 
 
 if __name__ == "__main__":
