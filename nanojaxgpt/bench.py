@@ -26,15 +26,16 @@ from nanojaxgpt.model import GPT, GPTConfig, flops_per_token
 from nanojaxgpt.precision import resolve_dtype
 from nanojaxgpt.tokenizer import load_tokenizer
 from nanojaxgpt.train import make_optimizer, make_step
+from nanojaxgpt.usage import describe, options
 
 
 @dataclass
 class BenchOptions:
     num_steps: int = 20  # timed steps, after warmup
-    warmup_steps: int = 3
-    real_data: bool = False
-    profile: bool = False
-    profile_dir: str = "bench-trace"
+    warmup_steps: int = 3  # untimed steps after the first (compiling) one
+    real_data: bool = False  # batches from the data set instead of random tokens
+    profile: bool = False  # write a JAX profiler trace of the timed steps
+    profile_dir: str = "bench-trace"  # where the trace goes
     json_out: str = ""  # also write the figures to this file, as JSON
 
 
@@ -140,5 +141,14 @@ def main(argv: list[str]) -> None:
         Path(options.json_out).write_text(json.dumps(result, indent=1))
 
 
+def usage() -> str:
+    bench_options = describe(
+        BenchOptions, "python -m nanojaxgpt.bench [config.py ...] [--key=value ...]",
+        "Time the compiled training step (forward, backward, AdamW) on the model and batch that the\n"
+        "training keys below describe, as nanoGPT's bench.py.",
+    )
+    return f"{bench_options}\n\n{options(TrainConfig, hidden=('explicitly_set',))}"
+
+
 if __name__ == "__main__":
-    run_main(main)
+    run_main(main, usage=usage)

@@ -24,53 +24,53 @@ class TrainConfig:
     (its config/train_shakespeare_char.py, shrunk to 4 layers of 128 with block 64)."""
 
     # I/O
-    out_dir: str = "out-shakespeare-char"
-    eval_interval: int = 250
-    log_interval: int = 10
-    eval_iters: int = 20
+    out_dir: str = "out-shakespeare-char"  # where checkpoints and metrics.jsonl go
+    eval_interval: int = 250  # estimate the losses (and save if val improves) this often
+    log_interval: int = 10  # print the training loss every this many iterations
+    eval_iters: int = 20  # batches per loss estimate
     eval_only: bool = False  # evaluate once and exit
     always_save_checkpoint: bool = False  # else save only when val loss improves
     init_from: str = "scratch"  # 'scratch', 'resume', 'gpt2'..'gpt2-xl' or a local HF model dir
     # wandb logging (the optional `wandb` extra)
-    wandb_log: bool = False
-    wandb_project: str = "shakespeare-char"
-    wandb_run_name: str = "mini-gpt"
+    wandb_log: bool = False  # log the evaluations to Weights & Biases
+    wandb_project: str = "shakespeare-char"  # its project
+    wandb_run_name: str = "mini-gpt"  # its run name
     # data
     dataset: str = "shakespeare_char"  # reads data/<dataset>/train.bin and val.bin
     gradient_accumulation_steps: int = 1  # micro-batches per optimizer step
     batch_size: int = 12  # sequences per micro-batch
-    block_size: int = 64
+    block_size: int = 64  # context length in tokens
     # model
-    n_layer: int = 4
-    n_head: int = 4
-    n_embd: int = 128
-    dropout: float = 0.0
-    bias: bool = False
+    n_layer: int = 4  # transformer blocks
+    n_head: int = 4  # attention heads per block
+    n_embd: int = 128  # width of the residual stream
+    dropout: float = 0.0  # 0 for pretraining; 0.1 or more when fine-tuning or overfitting
+    bias: bool = False  # biases in Linears and LayerNorms, as GPT-2 has
     mlp: str = "swiglu"  # or 'gelu', GPT-2's MLP
     # AdamW
-    learning_rate: float = 1e-3
-    max_iters: int = 2000
-    weight_decay: float = 1e-1
-    beta1: float = 0.9
+    learning_rate: float = 1e-3  # peak learning rate
+    max_iters: int = 2000  # training iterations in all
+    weight_decay: float = 1e-1  # on weight matrices and embeddings only
+    beta1: float = 0.9  # AdamW's momentum
     beta2: float = 0.99  # a little bigger than GPT-2's 0.95: few tokens per iteration
     grad_clip: float = 1.0  # clip gradients at this global norm; 0.0 disables
     # learning rate schedule: linear warmup, then cosine decay to min_lr
-    decay_lr: bool = True
-    warmup_iters: int = 100
-    lr_decay_iters: int = 2000
-    min_lr: float = 1e-4
+    decay_lr: bool = True  # False keeps learning_rate constant
+    warmup_iters: int = 100  # iterations of linear warmup
+    lr_decay_iters: int = 2000  # iterations until min_lr (about max_iters, as in nanoGPT)
+    min_lr: float = 1e-4  # learning rate after the decay (about learning_rate/10)
     # system
     device: str = "auto"  # 'cpu', 'cuda' ('gpu'), 'tpu', or 'auto' for JAX's default
     dtype: str = "auto"  # compute dtype: 'float32', 'bfloat16', 'float16' or 'auto' (bf16 on GPU/TPU)
     compile: bool = True  # False runs the step without jit, for debugging
     deterministic: bool = True  # bit-identical runs and resume on GPUs too; False is faster there
     backend: str = "nccl"  # accepted so nanoGPT's commands paste as they are; JAX needs none
-    seed: int = 1337
+    seed: int = 1337  # of the initialisation, the batches and dropout
     # several devices and hosts (batch_size is per device, as in nanoGPT's DDP)
     fsdp: bool = False  # shard parameters and optimizer state over the devices, not replicate
     coordinator_address: str = ""  # 'host:port' of process 0 for multi-host runs, or 'auto'
-    num_processes: int = 1
-    process_id: int = 0
+    num_processes: int = 1  # processes in a multi-host run
+    process_id: int = 0  # this process's index, 0 to num_processes-1
     # keys given by a config file or an override, for notes about keys we accept but ignore
     explicitly_set: frozenset = field(default=frozenset(), repr=False, compare=False)
 

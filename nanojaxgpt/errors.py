@@ -2,6 +2,7 @@
 
 Entry points run their `main` through `run_main`, which prints `error: <message>` to stderr and
 exits 2 for usage errors, 1 for runtime failures and 130 for Ctrl-C; `--debug` shows the traceback.
+`-h` / `--help` prints the command's usage and exits 0.
 """
 
 import sys
@@ -27,9 +28,13 @@ def error_line(error: Exception) -> str:
     return f"error: {message}"
 
 
-def run_main(main, argv: list[str] | None = None) -> None:
-    """Run `main(argv)`, turning our errors into one line on stderr and an exit code."""
+def run_main(main, argv: list[str] | None = None, usage=None) -> None:
+    """Run `main(argv)`, turning our errors into one line on stderr and an exit code; with
+    `-h` or `--help`, print `usage()` instead."""
     argv = sys.argv[1:] if argv is None else argv
+    if usage is not None and ("-h" in argv or "--help" in argv):
+        print(usage())
+        return
     debug = "--debug" in argv
     argv = [arg for arg in argv if arg != "--debug"]
     try:

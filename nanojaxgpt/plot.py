@@ -44,6 +44,13 @@ def plot_losses(out_dir: Path) -> Path:
     return path
 
 
+USAGE = """usage: python -m nanojaxgpt.plot OUT_DIR
+
+Draw OUT_DIR/loss.png from OUT_DIR/metrics.jsonl (what training logs): the training loss of each
+logged iteration and the train and val losses of each evaluation. Needs matplotlib:
+pip install -e ".[plot]"."""
+
+
 def main(argv: list[str]) -> None:
     if len(argv) != 1:
         raise UsageError("usage: python -m nanojaxgpt.plot OUT_DIR")
@@ -51,4 +58,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    run_main(main)
+    run_main(main, usage=lambda: USAGE)

@@ -229,15 +229,19 @@ def main(argv: list[str]) -> None:
     parser.add_argument(
         "--name",
         required=True,
+        metavar="NAME (str)",
         help=f"the data set's folder under data/; without --input, one of {', '.join(DATASETS)}",
     )
-    parser.add_argument("--input", type=Path, help="a UTF-8 text file to prepare")
+    parser.add_argument("--input", type=Path, metavar="FILE (path)", help="a UTF-8 text file to prepare")
     parser.add_argument(
-        "--encoding", choices=ENCODINGS, help="with --input: characters (default) or GPT-2's BPE"
+        "--encoding", choices=ENCODINGS, help="with --input: characters (char) or GPT-2's BPE (gpt2); "
+        "none means char"
     )
-    parser.add_argument("--data-dir", type=Path, help="where to write (default: data/NAME)")
+    parser.add_argument("--data-dir", type=Path, metavar="DIR (path)",
+                        help="where to write; none means data/NAME")
     parser.add_argument(
-        "--num-proc", type=int, help="processes for openwebtext and tinystories (default: up to 8)"
+        "--num-proc", type=int, metavar="N (int)",
+        help="processes for openwebtext and tinystories; none means up to 8"
     )
     args = parser.parse_args(argv)
     if not args.name or Path(args.name).name != args.name:

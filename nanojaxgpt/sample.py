@@ -24,6 +24,7 @@ from nanojaxgpt.hf import PRETRAINED
 from nanojaxgpt.model import GPT
 from nanojaxgpt.precision import cast_floats
 from nanojaxgpt.tokenizer import CharTokenizer, GPT2Tokenizer, load_tokenizer
+from nanojaxgpt.usage import describe
 
 SEPARATOR = "---------------"
 DEVICES = {"auto": None, "cpu": "cpu", "cuda": "gpu", "gpu": "gpu", "tpu": "tpu"}
@@ -41,7 +42,7 @@ class SampleConfig:
     max_new_tokens: int = 500  # tokens generated per sample
     temperature: float = 0.8  # 1.0 = as trained, < 1.0 = less random, > 1.0 = more; 0 = greedy
     top_k: int | None = 200  # draw among the top_k most likely tokens only; None for all
-    seed: int = 1337
+    seed: int = 1337  # the samples drawn depend only on it
     device: str = "auto"  # 'cpu', 'cuda' ('gpu'), 'tpu', or 'auto' for JAX's default
     dtype: str = "float32"  # of weights and activations: 'float32', 'bfloat16' or 'float16'
     compile: bool = True  # accepted so nanoGPT's commands paste as they are; we always compile
@@ -194,5 +195,12 @@ def main(argv: list[str]) -> None:
         print(SEPARATOR)
 
 
+def usage() -> str:
+    return describe(
+        SampleConfig, "python -m nanojaxgpt.sample [--key=value ...]",
+        "Sample from a trained model (its checkpoint in out_dir) or from GPT-2, as nanoGPT's sample.py.",
+    )
+
+
 if __name__ == "__main__":
-    run_main(main)
+    run_main(main, usage=usage)

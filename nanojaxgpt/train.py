@@ -43,6 +43,7 @@ from nanojaxgpt.host_memory import keep_freed_host_memory
 from nanojaxgpt.model import GPT, GPTConfig
 from nanojaxgpt.precision import DynamicLossScale, all_finite, cast_floats, resolve_dtype
 from nanojaxgpt.tokenizer import load_tokenizer
+from nanojaxgpt.usage import describe
 
 MODEL_KEYS = ("n_layer", "n_head", "n_embd", "block_size", "bias", "mlp")
 # data sets that the training command prepares itself when their files are missing
@@ -411,5 +412,14 @@ def main(argv: list[str]) -> None:
         train(config)
 
 
+def usage() -> str:
+    return describe(
+        TrainConfig, "python -m nanojaxgpt.train [config.py ...] [--key=value ...]",
+        "Train a GPT. Config files (Python assignments, like nanoGPT's) and --key=value overrides\n"
+        "apply in order; with none, nanoGPT's CPU recipe for the Shakespeare characters.",
+        hidden=("explicitly_set",),
+    )
+
+
 if __name__ == "__main__":
-    run_main(main)
+    run_main(main, usage=usage)

@@ -1,0 +1,57 @@
+"""`--help` and `-h`: every command prints its usage, every key with its default, its type and a
+line on what it does, and exits 0."""
+
+import dataclasses
+import re
+import subprocess
+import sys
+
+import pytest
+
+from nanojaxgpt.bench import BenchOptions
+from nanojaxgpt.config import KEYS, TrainConfig
+from nanojaxgpt.sample import SampleConfig
+from nanojaxgpt.usage import field_comments
+
+
+def command_help(command: str, flag: str = "--help") -> str:
+    result = subprocess.run([sys.executable, "-m", f"nanojaxgpt.{command}", flag],
+                            capture_output=True, text=True)
+    assert (result.returncode, result.stderr) == (0, "")
+    assert result.stdout.startswith(f"usage: python -m nanojaxgpt.{command}")
+    return result.stdout
+
+
+def described_keys(text: str) -> dict[str, str]:
+    """{key: description} of the `--key=default (type)  description` lines."""
+    return dict(re.findall(r"^  --(\w+)=.+? \(\S.*?\)  (\S.*)$", text, re.M))
+
+
+@pytest.mark.parametrize("cls", [TrainConfig, SampleConfig, BenchOptions])
+def test_every_key_is_described_beside_its_field(cls):
+    comments, _ = field_comments(cls)
+    undescribed = {f.name for f in dataclasses.fields(cls)} - set(comments) - {"explicitly_set"}
+    assert not undescribed
+
+
+def test_train_help_lists_every_key_with_its_default_in_nanogpts_groups():
+    text = command_help("train", "-h")
+    assert set(described_keys(text)) == set(KEYS)
+    assert "  --batch_size=12 (int)  sequences per micro-batch\n" in text
+    assert "  --init_from='scratch' (str)  " in text and "  --decay_lr=True (bool)  " in text
+    headings = re.findall(r"^(\S[^\n]*):$", text, re.M)
+    assert headings[:1] == ["I/O"] and {"data", "model", "AdamW", "system"} <= set(headings)
+
+
+def test_sample_and_bench_help_list_their_keys():
+    sample = described_keys(command_help("sample"))
+    assert set(sample) == {f.name for f in dataclasses.fields(SampleConfig)}
+    bench = described_keys(command_help("bench"))
+    assert set(bench) == {f.name for f in dataclasses.fields(BenchOptions)} | set(KEYS)
+
+
+def test_plot_and_prepare_help():
+    assert "OUT_DIR/loss.png" in command_help("plot")
+    prepare = command_help("prepare")
+    for option in ("--name", "--input", "--encoding", "--data-dir", "--num-proc"):
+        assert option in prepare
