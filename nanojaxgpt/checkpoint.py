@@ -93,11 +93,18 @@ def save_checkpoint(out_dir: str | os.PathLike, model: GPT, opt_state: Any, stat
         _write_synced(part, lambda f: f.write(json.dumps(record, indent=1).encode()))
         os.replace(part, _tmp(out_dir, STATE_FILE))  # the commit point
         finish_interrupted_save(out_dir)
-    except OSError as error:
+    except (OSError, RuntimeError) as error:
+        # equinox reports a failed write inside tree_serialise_leaves as RuntimeErrors naming
+        # the leaf, caused in the end by the OSError
+        os_error = error
+        while os_error is not None and not isinstance(os_error, OSError):
+            os_error = os_error.__cause__
+        if os_error is None:
+            raise
         for name in (MODEL_FILE, OPTIMIZER_FILE):
             _tmp(out_dir, name).unlink(missing_ok=True)
         raise CheckpointError(
-            f"could not save the checkpoint in {out_dir} ({error.strerror or error}); "
+            f"could not save the checkpoint in {out_dir} ({os_error.strerror or os_error}); "
             f"the previous checkpoint there is unchanged"
         ) from error
 

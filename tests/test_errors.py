@@ -327,6 +327,19 @@ def test_disk_full_during_a_save_keeps_the_previous_checkpoint(trained):
     assert load_checkpoint(trained / "out")[1]["iter_num"] == 10
 
 
+def test_disk_full_during_the_first_save_is_one_line_and_leaves_no_partial_files(root):
+    # the first leaf of model.eqx (10 x 32 floats) is already past a 1 KiB file size limit:
+    # equinox reports that write failing as its own error, caused by the OSError
+    command = [sys.executable, "-m", "nanojaxgpt.train", *TINY, "--n_embd=32", "--out_dir=out",
+               "--max_iters=2", "--eval_interval=2", "--always_save_checkpoint=True"]
+    result = subprocess.run(
+        ["bash", "-c", 'ulimit -f 1 && exec "$@"', "bash", *command],
+        cwd=root, env=ENV, capture_output=True, text=True, timeout=300,
+    )
+    assert one_error_line(result, 1).startswith("error: could not save the checkpoint in out (")
+    assert sorted(path.name for path in (root / "out").iterdir()) == ["metrics.jsonl"]
+
+
 # --- faults while training -------------------------------------------------------------------
 
 
