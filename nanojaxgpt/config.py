@@ -63,6 +63,7 @@ class TrainConfig:
     device: str = "auto"  # 'cpu', 'cuda' ('gpu'), 'tpu', or 'auto' for JAX's default
     dtype: str = "auto"  # compute dtype: 'float32', 'bfloat16', 'float16' or 'auto' (bf16 on GPU/TPU)
     compile: bool = True  # False runs the step without jit, for debugging
+    compile_cache: str = "auto"  # compiled steps kept for the next run: 'auto', a folder, or '' for none
     deterministic: bool = True  # bit-identical runs and resume on GPUs too; False is faster there
     backend: str = "nccl"  # accepted so nanoGPT's commands paste as they are; JAX needs none
     seed: int = 1337  # of the initialisation, the batches and dropout

@@ -24,6 +24,7 @@ from jax.experimental import multihost_utils
 from tqdm import tqdm
 
 from nanojaxgpt.checkpoint import load_checkpoint, load_optimizer_state, save_checkpoint
+from nanojaxgpt.compile_cache import use_compilation_cache
 from nanojaxgpt.config import TrainConfig, parse_args
 from nanojaxgpt.data import BatchSampler
 from nanojaxgpt.determinism import request_deterministic_ops
@@ -406,6 +407,7 @@ def main(argv: list[str]) -> None:
     if "backend" in config.explicitly_set:
         print(f"note: backend={config.backend!r} is ignored: JAX picks its own collectives")
     request_deterministic_ops(config.deterministic)
+    use_compilation_cache(config.compile_cache)
     select_device(config.device)
     initialize_multihost(config.coordinator_address, config.num_processes, config.process_id)
     with jax.disable_jit(not config.compile):

@@ -1,5 +1,6 @@
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import jax
@@ -10,6 +11,9 @@ from nanojaxgpt.determinism import request_deterministic_ops
 # resume is bit-identical on GPUs only with XLA's deterministic ops, which must be asked for
 # before JAX starts (`python -m nanojaxgpt.train` does it in main; the tests call train())
 request_deterministic_ops()
+# the training commands that tests run keep their compiled programs (compile_cache='auto') in a
+# folder of their own, not in the user's ~/.cache
+os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="nanojaxgpt-tests-cache-")
 
 REPO = Path(__file__).resolve().parent.parent
 # CI and developers have the project's shared folder beside the checkout; the text is never committed

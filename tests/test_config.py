@@ -106,5 +106,5 @@ def test_keys_are_nanogpts_plus_ours():
     }
     keys = set(TrainConfig.__dataclass_fields__) - {"explicitly_set"}
     ours = {"mlp", "seed", "fsdp", "coordinator_address", "num_processes", "process_id",
-            "deterministic"}
+            "deterministic", "compile_cache"}
     assert keys == nanogpt_keys | ours

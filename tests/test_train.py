@@ -1,6 +1,9 @@
 import json
 import math
+import os
 import re
+import subprocess
+import sys
 
 import pytest
 
@@ -105,3 +108,21 @@ def test_plot_draws_the_logged_losses(in_data_root):
     path = plot_losses(in_data_root / "plotted")
     assert path == in_data_root / "plotted/loss.png"
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_second_run_loads_its_compiled_programs_from_the_cache(in_data_root):
+    """compile_cache='auto' keeps compiled programs under $XDG_CACHE_HOME/nanojaxgpt/jax: a
+    second run of the same shapes finds all of them there and adds none; '' keeps none."""
+    run = lambda *args, cache_home: subprocess.run(
+        [sys.executable, "-m", "nanojaxgpt.train", *TINY, "--max_iters=2", *args],
+        cwd=in_data_root, env={**os.environ, "XDG_CACHE_HOME": str(cache_home)},
+        capture_output=True, text=True, check=True,
+    )
+    run("--out_dir=first", cache_home=in_data_root / "cache")
+    folder = in_data_root / "cache/nanojaxgpt/jax"
+    compiled = sorted(path.name for path in folder.iterdir())
+    assert any("make_step" in name for name in compiled)
+    run("--out_dir=second", cache_home=in_data_root / "cache")
+    assert sorted(path.name for path in folder.iterdir()) == compiled
+    run("--out_dir=third", "--compile_cache=", cache_home=in_data_root / "none")
+    assert not (in_data_root / "none").exists()
