@@ -38,9 +38,25 @@ def is_main_process() -> bool:
     return jax.process_index() == 0
 
 
-def make_mesh() -> Mesh:
-    """All devices on one `data` axis; XLA (not our code) decides where collectives go."""
-    return jax.make_mesh((jax.device_count(),), ("data",), axis_types=(AxisType.Auto,))
+def split_iteration(sequences: int, batch_size: int, n_devices: int) -> tuple[int, int, int]:
+    """How `sequences` per iteration run on at most `n_devices`: (devices, micro-steps,
+    sequences per device per micro-step). All the devices if the sequences split evenly over
+    them, else the most devices that they do split over; then the fewest micro-steps that keep
+    a device's micro-batch within `batch_size`. nanoGPT's own split, `batch_size` per device
+    and gradient_accumulation_steps/n_devices micro-steps, comes out whenever it exists."""
+    devices = max(d for d in range(1, n_devices + 1) if sequences % d == 0)
+    per_device = sequences // devices
+    micro_steps = -(-per_device // batch_size)
+    while per_device % micro_steps:
+        micro_steps += 1
+    return devices, micro_steps, per_device // micro_steps
+
+
+def make_mesh(n_devices: int | None = None) -> Mesh:
+    """The first `n_devices` devices (default: all) on one `data` axis; XLA (not our code)
+    decides where collectives go."""
+    devices = jax.devices()[: n_devices or jax.device_count()]
+    return jax.make_mesh((len(devices),), ("data",), axis_types=(AxisType.Auto,), devices=devices)
 
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:

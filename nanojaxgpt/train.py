@@ -35,6 +35,7 @@ from nanojaxgpt.distributed import (
     local_rows,
     make_mesh,
     place,
+    split_iteration,
     state_shardings,
     to_global_batch,
 )
@@ -277,20 +278,37 @@ def stop_requests():
         signal.signal(signal.SIGINT, previous)
 
 
+def split_over_devices(config: TrainConfig, say) -> tuple[int, int, int]:
+    """(devices, micro-steps, sequences per device per micro-step) for the sequences per
+    iteration that the config asks for (gradient_accumulation_steps counts the micro-batches of
+    all devices together, as in nanoGPT's DDP). Where nanoGPT's split does not exist on this
+    many devices, another with the same sequences per iteration, said in one note line."""
+    sequences = config.gradient_accumulation_steps * config.batch_size
+    n_devices = jax.device_count()
+    devices, micro_steps, device_batch = split_iteration(sequences, config.batch_size, n_devices)
+    if devices < n_devices and jax.process_count() > 1:
+        raise UsageError(
+            f"{sequences} sequences per iteration (gradient_accumulation_steps x batch_size) do "
+            f"not split over the {n_devices} devices of {jax.process_count()} processes; make "
+            f"gradient_accumulation_steps a multiple of {n_devices}"
+        )
+    nanogpts = (n_devices, config.gradient_accumulation_steps, config.batch_size)
+    if (devices, micro_steps * devices, device_batch) != nanogpts:
+        on = f"{devices} of the {n_devices} devices" if devices < n_devices else f"{devices} devices"
+        say(f"note: gradient_accumulation_steps={config.gradient_accumulation_steps} x batch_size="
+            f"{config.batch_size} does not split over {n_devices} devices as nanoGPT's DDP would; "
+            f"the same {sequences} sequences per iteration run on {on}, {micro_steps} "
+            f"micro-batch{'es' if micro_steps > 1 else ''} of {device_batch} each")
+    return devices, micro_steps, device_batch
+
+
 def train(config: TrainConfig) -> GPT:
     """Run the training loop of `config` on every device; returns the final model."""
     main_process = is_main_process()
     say = print if main_process else lambda *args: None
-    mesh = make_mesh()
-    n_devices = mesh.devices.size
-    if config.gradient_accumulation_steps % n_devices:
-        raise UsageError(
-            f"gradient_accumulation_steps={config.gradient_accumulation_steps} does not divide "
-            f"evenly over {n_devices} devices (as in nanoGPT's DDP it counts the micro-batches "
-            f"of all devices together); use a multiple of {n_devices}"
-        )
-    micro_steps = config.gradient_accumulation_steps // n_devices
-    global_batch = config.batch_size * n_devices
+    n_devices, micro_steps, device_batch = split_over_devices(config, say)
+    mesh = make_mesh(n_devices)
+    global_batch = device_batch * n_devices
     say(f"devices: {n_devices} ({jax.devices()[0].platform}), mesh data={n_devices}"
         f"{' (fsdp)' if config.fsdp else ''}")
     log = MetricsLog(config, enabled=main_process)
@@ -389,7 +407,7 @@ def train(config: TrainConfig) -> GPT:
                     check_finite(lossf, iter_num, config.out_dir)
                 dt = (time.time() - t_log) / iters_since_log
                 if iters_since_log == config.log_interval:  # no eval or compilation in dt
-                    mfu = model.estimate_mfu(config.batch_size * micro_steps, dt, peak_flops)
+                    mfu = model.estimate_mfu(device_batch * micro_steps, dt, peak_flops)
                     running_mfu = mfu if running_mfu < 0 else 0.9 * running_mfu + 0.1 * mfu
                 log.write(
                     f"iter {iter_num}: loss {lossf:.4f}, time {dt * 1000:.2f}ms, mfu {max(running_mfu, 0) * 100:.2f}%",

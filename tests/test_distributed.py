@@ -92,6 +92,28 @@ def test_data_parallel_and_fsdp_match_one_device(data_root):
             assert losses[it] == pytest.approx(expected[it], abs=1e-5), (run, it)
 
 
+def test_sequences_that_do_not_split_like_nanogpts_still_train_on_any_device_count(data_root):
+    """12 sequences per iteration in one micro-batch (the default's split) cannot be nanoGPT's
+    12 per device on several devices: they split over the devices instead (or over the most
+    devices they divide), with a note, and the losses are the one-device losses."""
+    split = ["--batch_size=12", "--gradient_accumulation_steps=1", "--max_iters=3"]
+    runs = {n: start(data_root, n, f"--out_dir=split{n}", *split) for n in (1, 2, 3, 4)}
+    runs[5] = start(data_root, 5, "--out_dir=split5", *split)
+    out = {n: finish(process) for n, process in runs.items()}
+    assert "note:" not in out[1] and "devices: 1 (cpu)" in out[1]
+    assert ("note: gradient_accumulation_steps=1 x batch_size=12 does not split over 3 devices as "
+            "nanoGPT's DDP would; the same 12 sequences per iteration run on 3 devices, 1 "
+            "micro-batch of 4 each") in out[3]
+    assert "devices: 4 (cpu), mesh data=4" in out[4] and "1 micro-batch of 3 each" in out[4]
+    assert "run on 4 of the 5 devices" in out[5] and "devices: 4 (cpu)" in out[5]
+    expected = step_losses(data_root, "split1")
+    assert sorted(expected) == [0, 1, 2]
+    for n in (2, 3, 4, 5):
+        losses = step_losses(data_root, f"split{n}")
+        for it in expected:
+            assert losses[it] == pytest.approx(expected[it], abs=1e-5), (n, it)
+
+
 def test_two_processes_train_like_one_and_their_checkpoint_resumes_in_one(data_root):
     finish(start(data_root, 1, "--out_dir=single", "--max_iters=8"))
     address = f"127.0.0.1:{free_port()}"
