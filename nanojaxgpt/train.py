@@ -19,6 +19,7 @@ from pathlib import Path
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from jax.experimental import multihost_utils
 from tqdm import tqdm
@@ -42,6 +43,7 @@ from nanojaxgpt.distributed import (
 from nanojaxgpt.errors import RuntimeFailure, UsageError, run_main
 from nanojaxgpt.flops import device_peak_flops
 from nanojaxgpt.host_memory import keep_freed_host_memory
+from nanojaxgpt.memory import compile_step
 from nanojaxgpt.model import GPT, GPTConfig
 from nanojaxgpt.precision import DynamicLossScale, all_finite, cast_floats, resolve_dtype
 from nanojaxgpt.tokenizer import load_tokenizer
@@ -367,6 +369,13 @@ def train(config: TrainConfig) -> GPT:
             for split in ("train", "val")
         }
 
+    step = make_step
+    if config.compile:  # ahead of time, to know before the first step whether it fits
+        empty = np.zeros((micro_steps, global_batch // jax.process_count(), config.block_size), np.int32)
+        example_batch = (to_global_batch(empty, mesh),) * 2
+        step, memory = compile_step(make_step, model, opt_state, *example_batch,
+                                    jax.random.fold_in(train_key, iter_num), optimizer, dtype, loss_scale)
+        say(memory)
     peak_flops, _ = device_peak_flops()  # per device: MFU as in bench.py
     bar = tqdm(total=config.max_iters, initial=iter_num, unit="it",
                disable=not (main_process and sys.stderr.isatty()))
@@ -396,7 +405,7 @@ def train(config: TrainConfig) -> GPT:
 
             x, y = batches("train", micro_steps, 0, iter_num)
             step_key = jax.random.fold_in(train_key, iter_num)
-            model, opt_state, loss, loss_scale = make_step(
+            model, opt_state, loss, loss_scale = step(
                 model, opt_state, x, y, step_key, optimizer, dtype, loss_scale
             )
             iters_since_log += 1

@@ -340,6 +340,18 @@ def test_disk_full_during_the_first_save_is_one_line_and_leaves_no_partial_files
     assert sorted(path.name for path in (root / "out").iterdir()) == ["metrics.jsonl"]
 
 
+def test_a_step_that_cannot_fit_in_memory_stops_before_training(root):
+    # 10 million sequences a step: about 200 GiB of activations, far past this machine's memory
+    result = train("--batch_size=10000000", "--out_dir=out", cwd=root)
+    error = one_error_line(result, 2)
+    assert re.fullmatch(
+        r"error: the training step needs about \d+\.\d GiB per device \(temporaries \d+\.\d GiB\), "
+        r"more than the \d+\.\d GiB of host memory available: lower batch_size and raise "
+        r"gradient_accumulation_steps \(the same tokens per iteration\), use --dtype=bfloat16, or "
+        r"--fsdp=True over more devices", error), error
+    assert_did_not_train(result)
+
+
 # --- faults while training -------------------------------------------------------------------
 
 

@@ -44,6 +44,8 @@ def test_short_default_run_prepares_data_and_learns(in_data_root, capsys):
     assert "found vocab_size = 65" in out
     assert re.search(r"^step 0: train loss 4\.\d{4}, val loss 4\.\d{4}$", out, re.M)
     assert re.search(r"^iter 40: loss \d\.\d{4}, time \d+\.\d{2}ms, mfu \d+\.\d{2}%$", out, re.M)
+    assert re.search(r"^memory: the training step needs \d+ MiB per device \(parameters, optimizer "
+                     r"state and batch \d+ MiB, temporaries \d+ MiB\) of \d+\.\d GiB \(host memory", out, re.M)
     evals = [r for r in metrics("out-shakespeare-char") if "val_loss" in r]
     assert [r["iter"] for r in evals] == [0, 25, 50]
     val = [r["val_loss"] for r in evals]
