@@ -37,9 +37,10 @@ def step_memory(compiled: jax.stages.Compiled) -> StepMemory:
 def device_memory() -> tuple[int, str]:
     """(bytes one device can hold, what that figure is): an accelerator's own limit, or on a
     CPU the host memory available now."""
-    stats = jax.devices()[0].memory_stats() or {}
+    device = jax.local_devices()[0]
+    stats = device.memory_stats() or {}
     if "bytes_limit" in stats:
-        return stats["bytes_limit"], f"{jax.devices()[0].device_kind} memory"
+        return stats["bytes_limit"], f"{device.device_kind} memory"
     try:
         with open("/proc/meminfo") as f:
             available = next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
