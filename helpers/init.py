@@ -15,7 +15,3 @@ def normal_(x: Array, mean: float = 0.0, std: float = 1.0, *, key: PRNGKeyArray)
 
 def zeros_(x: Array) -> Array:
     return jnp.zeros_like(x)
-
-
-def ones_(x: Array) -> Array:
-    return jnp.ones_like(x)

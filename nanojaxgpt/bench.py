@@ -26,7 +26,8 @@ from nanojaxgpt.memory import compile_step
 from nanojaxgpt.model import GPT, GPTConfig, flops_per_token
 from nanojaxgpt.precision import resolve_dtype
 from nanojaxgpt.tokenizer import load_tokenizer
-from nanojaxgpt.train import make_optimizer, make_step
+from nanojaxgpt.optim import make_optimizer
+from nanojaxgpt.train import make_step
 from nanojaxgpt.usage import describe, options
 
 

@@ -26,7 +26,6 @@ from typing import Callable
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-import optax
 from jax.ad_checkpoint import checkpoint_name
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
@@ -34,6 +33,7 @@ from helpers.eqx import find_sub_tree, named_parameters
 from helpers.init import normal_, zeros_
 from nanojaxgpt.dense import dense
 from nanojaxgpt.determinism import deterministic_ops_requested
+from nanojaxgpt.optim import adamw
 
 
 def _split(key: PRNGKeyArray | None, n: int) -> list:
@@ -407,16 +407,10 @@ class GPT(eqx.Module):
         return eqx.tree_at(lambda m: (m.transformer.wpe.weight, m.config), self, (wpe, config))
 
     def configure_optimizers(self, weight_decay: float, learning_rate, betas: tuple[float, float]):
-        """AdamW that decays the weight matrices and embeddings (ndim >= 2 per layer) but not
-        biases or LayerNorm gains. For the stacked blocks, ndim counts without the layer axis.
-        Use it on `eqx.filter(model, eqx.is_inexact_array)`."""
-        params = eqx.filter(self, eqx.is_inexact_array)
-        decay = jax.tree.map(lambda p: p.ndim >= 2, params)
-        block_decay = jax.tree.map(lambda p: p.ndim - 1 >= 2, params.transformer.h)
-        decay = eqx.tree_at(lambda m: m.transformer.h, decay, block_decay)
-        return optax.adamw(
-            learning_rate, b1=betas[0], b2=betas[1], weight_decay=weight_decay, mask=decay
-        )
+        """nanoGPT's name for the optimizer (nanojaxgpt/optim.py): AdamW that decays the weight
+        matrices and embeddings but not biases or LayerNorm gains. Use it on
+        `eqx.filter(model, eqx.is_inexact_array)`."""
+        return adamw(self, weight_decay, learning_rate, betas)
 
     def estimate_mfu(self, fwdbwd_per_iter: int, dt: float, peak_flops: float = 312e12) -> float:
         """Model FLOPs utilisation: achieved FLOP/s over `peak_flops` (default: A100 bf16)."""

@@ -45,6 +45,7 @@ from nanojaxgpt.flops import device_peak_flops
 from nanojaxgpt.host_memory import keep_freed_host_memory
 from nanojaxgpt.memory import compile_step
 from nanojaxgpt.model import GPT, GPTConfig
+from nanojaxgpt.optim import learning_rate_at, make_optimizer
 from nanojaxgpt.precision import DynamicLossScale, all_finite, cast_floats, resolve_dtype
 from nanojaxgpt.tokenizer import load_tokenizer
 from nanojaxgpt.usage import describe
@@ -52,31 +53,6 @@ from nanojaxgpt.usage import describe
 MODEL_KEYS = ("n_layer", "n_head", "n_embd", "block_size", "bias", "mlp")
 # data sets that the training command prepares itself when their files are missing
 SELF_PREPARING = ("shakespeare_char", "shakespeare")
-
-
-def learning_rate_at(it, config: TrainConfig):
-    """nanoGPT's schedule: linear warmup, cosine decay to min_lr, then min_lr. Works on Python
-    numbers (for the log) and traced arrays (inside the optimizer) alike."""
-    if not config.decay_lr:
-        return config.learning_rate * jnp.ones_like(it, dtype=jnp.float32)
-    warmup = config.learning_rate * (it + 1) / (config.warmup_iters + 1)
-    decay_ratio = (it - config.warmup_iters) / max(config.lr_decay_iters - config.warmup_iters, 1)
-    coeff = 0.5 * (1.0 + jnp.cos(jnp.pi * jnp.clip(decay_ratio, 0.0, 1.0)))
-    decayed = config.min_lr + coeff * (config.learning_rate - config.min_lr)
-    return jnp.where(
-        it < config.warmup_iters, warmup, jnp.where(it > config.lr_decay_iters, config.min_lr, decayed)
-    )
-
-
-def make_optimizer(model: GPT, config: TrainConfig) -> optax.GradientTransformation:
-    adamw = model.configure_optimizers(
-        config.weight_decay,
-        lambda count: learning_rate_at(count, config),
-        (config.beta1, config.beta2),
-    )
-    if config.grad_clip == 0.0:
-        return adamw
-    return optax.chain(optax.clip_by_global_norm(config.grad_clip), adamw)
 
 
 def compute_loss(model: GPT, x, y, key, dtype=jnp.float32):

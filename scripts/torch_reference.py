@@ -22,7 +22,7 @@ from nanojaxgpt.config import parse_args
 from nanojaxgpt.data import BatchSampler
 from nanojaxgpt.model import swiglu_hidden_size
 from nanojaxgpt.tokenizer import load_tokenizer
-from nanojaxgpt.train import learning_rate_at
+from nanojaxgpt.optim import learning_rate_at
 
 
 class LayerNorm(nn.Module):

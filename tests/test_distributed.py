@@ -16,7 +16,8 @@ import pytest
 from nanojaxgpt import GPT, GPTConfig
 from nanojaxgpt.config import parse_args
 from nanojaxgpt.precision import DynamicLossScale
-from nanojaxgpt.train import make_optimizer, make_step, train
+from nanojaxgpt.optim import make_optimizer
+from nanojaxgpt.train import make_step, train
 
 # a global batch of 8 sequences per iteration: 4 micro-batches of 2 on one device, or one
 # micro-batch of 2 on each of 4 devices (gradient_accumulation_steps counts all devices' micro-batches)

@@ -10,7 +10,8 @@ import pytest
 from nanojaxgpt.checkpoint import CheckpointError
 from nanojaxgpt.config import parse_args
 from nanojaxgpt.errors import UsageError
-from nanojaxgpt.train import learning_rate_at, main, train
+from nanojaxgpt.optim import learning_rate_at
+from nanojaxgpt.train import main, train
 
 TINY = [
     "--n_layer=2", "--n_head=2", "--n_embd=32", "--block_size=16", "--batch_size=4",
