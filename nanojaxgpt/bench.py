@@ -64,11 +64,7 @@ def vocab_size_of(dataset: str) -> int:
 
 
 def bench(config: TrainConfig, options: BenchOptions) -> dict:
-    model_config = GPTConfig(
-        block_size=config.block_size, vocab_size=vocab_size_of(config.dataset),
-        n_layer=config.n_layer, n_head=config.n_head, n_embd=config.n_embd,
-        dropout=config.dropout, bias=config.bias, mlp=config.mlp,
-    )
+    model_config = GPTConfig.from_training(config, vocab_size=vocab_size_of(config.dataset))
     model = GPT.create_instance(model_config, jax.random.key(config.seed))
     optimizer = make_optimizer(model, config)
     opt_state = optimizer.init(eqx.filter(model, eqx.is_inexact_array))

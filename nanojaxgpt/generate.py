@@ -241,16 +241,15 @@ def benchmark(model: GPT, num_samples: int = 5, max_new_tokens: int = 500, repea
 
 
 def _benchmark_main() -> None:
-    """The README's figures, for the default character model (n_layer=4, n_head=4, n_embd=128,
-    block_size=64, vocab 65): out-shakespeare-char's checkpoint if there is one, else random."""
+    """The README's figures, for the default character model (the training default, vocab 65):
+    out-shakespeare-char's checkpoint if there is one, else random weights."""
     from nanojaxgpt.checkpoint import CheckpointError, load_model
+    from nanojaxgpt.config import TrainConfig
 
     try:
         model, source = load_model("out-shakespeare-char"), "out-shakespeare-char"
     except CheckpointError:
-        config = GPTConfig(
-            n_layer=4, n_head=4, n_embd=128, block_size=64, vocab_size=65, bias=False
-        )
+        config = GPTConfig.from_training(TrainConfig(), vocab_size=65)
         model, source = GPT.create_instance(config, jax.random.key(0)), "random init"
     print(f"model: {source}, {model.config}, on {jax.devices()[0].platform}")
     print("5 samples from a 1-token prompt, temperature 0.8, top_k 200; best of 2 runs")

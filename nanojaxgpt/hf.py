@@ -250,5 +250,6 @@ def load_weights(config: GPTConfig, tensors: dict[str, np.ndarray]) -> GPT:
     where = lambda model: [find_sub_tree(model, name) for name in names]
     model = eqx.tree_at(where, skeleton, [arrays[name] for name in names])
     leftover = [x for x in jax.tree.leaves(model) if isinstance(x, jax.ShapeDtypeStruct)]
-    assert not leftover, f"{len(leftover)} arrays of the model were not loaded"
+    if leftover:  # a mapping above that misses one of the model's arrays: our bug, not the user's
+        raise RuntimeError(f"{len(leftover)} arrays of the model were not loaded from the weights")
     return model

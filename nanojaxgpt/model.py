@@ -20,7 +20,7 @@ Notable choices:
 """
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Callable
 
 import equinox as eqx
@@ -277,6 +277,17 @@ class GPTConfig:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
         if self.mlp not in ("swiglu", "gelu"):
             raise ValueError(f"mlp must be 'swiglu' or 'gelu', got {self.mlp!r}")
+
+    @classmethod
+    def from_training(cls, config, vocab_size: int) -> "GPTConfig":
+        """The model that a training config describes (nanojaxgpt.config.TrainConfig has a key
+        for each of our fields but vocab_size, which the data set gives)."""
+        names = [field.name for field in fields(cls) if field.name != "vocab_size"]
+        return cls(**{name: getattr(config, name) for name in names}, vocab_size=vocab_size)
+
+
+# what a checkpoint fixes: resuming with other values is a mistake (dropout may change)
+ARCHITECTURE_KEYS = tuple(f.name for f in fields(GPTConfig) if f.name not in ("vocab_size", "dropout"))
 
 
 def swiglu_hidden_size(n_embd: int) -> int:

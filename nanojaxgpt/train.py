@@ -44,13 +44,12 @@ from nanojaxgpt.errors import RuntimeFailure, UsageError, run_main
 from nanojaxgpt.flops import device_peak_flops
 from nanojaxgpt.host_memory import keep_freed_host_memory
 from nanojaxgpt.memory import compile_step
-from nanojaxgpt.model import GPT, GPTConfig
+from nanojaxgpt.model import ARCHITECTURE_KEYS, GPT, GPTConfig
 from nanojaxgpt.optim import learning_rate_at, make_optimizer
 from nanojaxgpt.precision import DynamicLossScale, all_finite, cast_floats, resolve_dtype
 from nanojaxgpt.tokenizer import load_tokenizer
 from nanojaxgpt.usage import describe
 
-MODEL_KEYS = ("n_layer", "n_head", "n_embd", "block_size", "bias", "mlp")
 # data sets that the training command prepares itself when their files are missing
 SELF_PREPARING = ("shakespeare_char", "shakespeare")
 
@@ -148,16 +147,7 @@ def init_model(config: TrainConfig, vocab_size: int | None, key) -> tuple[GPT, d
     """The model to start from, and the checkpoint state when resuming."""
     if config.init_from == "scratch":
         print("Initializing a new model from scratch")
-        model_config = GPTConfig(
-            block_size=config.block_size,
-            vocab_size=vocab_size or 50304,
-            n_layer=config.n_layer,
-            n_head=config.n_head,
-            n_embd=config.n_embd,
-            dropout=config.dropout,
-            bias=config.bias,
-            mlp=config.mlp,
-        )
+        model_config = GPTConfig.from_training(config, vocab_size=vocab_size or 50304)
         return GPT.create_instance(model_config, key), None
     if config.init_from == "resume":
         print(f"Resuming training from {config.out_dir}")
@@ -175,7 +165,7 @@ def check_resumed_config(config: TrainConfig, checkpoint_config: dict) -> None:
     """Resuming with a model config other than the checkpoint's is a mistake: say which keys."""
     mismatched = [
         f"{key} (checkpoint {checkpoint_config[key]!r}, requested {getattr(config, key)!r})"
-        for key in MODEL_KEYS
+        for key in ARCHITECTURE_KEYS
         if key in config.explicitly_set and checkpoint_config[key] != getattr(config, key)
     ]
     if mismatched:

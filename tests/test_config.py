@@ -5,6 +5,7 @@ import pytest
 
 from nanojaxgpt.config import TrainConfig, parse_args
 from nanojaxgpt.errors import UsageError
+from nanojaxgpt.model import ARCHITECTURE_KEYS, GPTConfig
 
 
 def test_default_is_nanogpts_cpu_recipe():
@@ -108,3 +109,10 @@ def test_keys_are_nanogpts_plus_ours():
     ours = {"mlp", "seed", "fsdp", "coordinator_address", "num_processes", "process_id",
             "deterministic", "compile_cache"}
     assert keys == nanogpt_keys | ours
+
+
+def test_every_model_field_is_a_training_key_and_the_default_is_the_cpu_recipe():
+    config = GPTConfig.from_training(TrainConfig(), vocab_size=65)
+    assert config == GPTConfig(n_layer=4, n_head=4, n_embd=128, block_size=64, vocab_size=65,
+                               dropout=0.0, bias=False, mlp="swiglu")
+    assert set(ARCHITECTURE_KEYS) == {"block_size", "n_layer", "n_head", "n_embd", "bias", "mlp"}

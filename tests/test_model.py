@@ -1,3 +1,4 @@
+import dataclasses
 import math
 
 import equinox as eqx
@@ -9,17 +10,18 @@ import pytest
 
 from helpers.eqx import find_sub_tree, named_parameters
 from nanojaxgpt import GPT, GPTConfig
+from nanojaxgpt.config import TrainConfig
 from nanojaxgpt.model import QUERY_BLOCK, flops_per_token
 
 # float32 results are compared to tight tolerances: pin float32 matmuls (TF32 on GPUs otherwise)
 pytestmark = pytest.mark.usefixtures("exact_float32_matmuls")
 
-# nanoGPT's CPU recipe for Tiny Shakespeare, characters
-CPU_RECIPE = dict(n_layer=4, n_head=4, n_embd=128, block_size=64, vocab_size=65, bias=False)
+# nanoGPT's CPU recipe for Tiny Shakespeare, characters: the training default
+CPU_RECIPE = GPTConfig.from_training(TrainConfig(), vocab_size=65)
 
 
 def small_model(**overrides) -> GPT:
-    config = GPTConfig(**{**CPU_RECIPE, **overrides})
+    config = dataclasses.replace(CPU_RECIPE, **overrides)
     return GPT.create_instance(config, jax.random.key(0))
 
 
@@ -39,7 +41,7 @@ def test_attention_in_query_blocks_equals_attention_over_the_whole_sequence():
     skipped); decoding attends over the whole cache in one block. Both must give the same
     output, also across block boundaries and for a last block that is not full."""
     seq = 2 * QUERY_BLOCK + 44
-    config = GPTConfig(**{**CPU_RECIPE, "block_size": seq})
+    config = dataclasses.replace(CPU_RECIPE, block_size=seq)
     attn = GPT.create_instance(config, jax.random.key(0)).transformer.h.attn
     attn = jax.tree.map(lambda a: a[0] if eqx.is_array(a) else a, attn)  # the first layer
     x = jax.random.normal(jax.random.key(1), (seq, config.n_embd))
@@ -172,7 +174,7 @@ def test_dropout_is_random_in_training_and_off_in_inference():
 )
 def test_invalid_config_raises_with_the_numbers(overrides, message):
     with pytest.raises(ValueError, match=message):
-        GPTConfig(**{**CPU_RECIPE, **overrides})
+        dataclasses.replace(CPU_RECIPE, **overrides)
 
 
 def test_sequence_longer_than_block_size_raises():
