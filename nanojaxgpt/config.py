@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from nanojaxgpt.errors import UsageError
 from nanojaxgpt.hf import PRETRAINED
+from nanojaxgpt.model import MLPS
 
 
 @dataclass
@@ -201,7 +202,7 @@ def check_ranges(config: TrainConfig) -> None:
             f"n_embd={config.n_embd} is not divisible by n_head={config.n_head}; "
             f"pick n_embd a multiple of n_head"
         )
-    choices = {"mlp": ("swiglu", "gelu"), "dtype": ("auto", "float32", "bfloat16", "float16")}
+    choices = {"mlp": tuple(MLPS), "dtype": ("auto", "float32", "bfloat16", "float16")}
     for key, accepted in choices.items():
         if getattr(config, key) not in accepted:
             raise UsageError(f"{key}={getattr(config, key)!r} is not one of {', '.join(accepted)}")

@@ -94,6 +94,10 @@ class MLP(eqx.Module):
         return self.dropout(_linear(self.c_proj, hidden), key=key)
 
 
+# the MLP of each `GPTConfig.mlp`
+MLPS = {"swiglu": SwiGLU, "gelu": MLP}
+
+
 # What the backward pass keeps of each block's forward on a CPU: the outputs of its Linear layers
 # and of attention. The rest (LayerNorms, activation functions, attention's scores and softmax)
 # it recomputes from them, so the (seq, seq) attention matrices are never stored, as with
@@ -239,8 +243,7 @@ class Block(eqx.Module):
         self.ln_1 = eqx.nn.LayerNorm(config.n_embd, use_bias=config.bias)
         self.attn = CausalSelfAttention(config, key=attn_key)
         self.ln_2 = eqx.nn.LayerNorm(config.n_embd, use_bias=config.bias)
-        mlp_class = SwiGLU if config.mlp == "swiglu" else MLP
-        self.mlp = mlp_class(config, key=mlp_key)
+        self.mlp = MLPS[config.mlp](config, key=mlp_key)
 
     def __call__(self, x: Float[Array, "seq embd"], *, key=None, cache=None, pos=0):
         """`cache` and `pos` as in `CausalSelfAttention`; with them, `(x, (k, v))` comes back."""
@@ -275,8 +278,8 @@ class GPTConfig:
             )
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
-        if self.mlp not in ("swiglu", "gelu"):
-            raise ValueError(f"mlp must be 'swiglu' or 'gelu', got {self.mlp!r}")
+        if self.mlp not in MLPS:
+            raise ValueError(f"mlp must be {' or '.join(map(repr, MLPS))}, got {self.mlp!r}")
 
     @classmethod
     def from_training(cls, config, vocab_size: int) -> "GPTConfig":
