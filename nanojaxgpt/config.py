@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from nanojaxgpt.errors import UsageError
 from nanojaxgpt.hf import PRETRAINED
-from nanojaxgpt.model import MLPS
+from nanojaxgpt.model import GPTConfig
 
 
 @dataclass
@@ -181,7 +181,7 @@ def check_ranges(config: TrainConfig) -> None:
         if isinstance(getattr(config, key), float) and not math.isfinite(getattr(config, key)):
             raise UsageError(f"{key}={getattr(config, key)} must be a finite number")
     positive = ("eval_interval", "log_interval", "eval_iters", "gradient_accumulation_steps",
-                "batch_size", "block_size", "n_layer", "n_head", "n_embd", "num_processes")
+                "batch_size", "num_processes")
     for key in positive:
         if getattr(config, key) <= 0:
             raise UsageError(f"{key}={getattr(config, key)} must be a positive integer")
@@ -190,22 +190,18 @@ def check_ranges(config: TrainConfig) -> None:
     for key in non_negative:
         if getattr(config, key) < 0:
             raise UsageError(f"{key}={getattr(config, key)} must be >= 0")
-    if not 0.0 <= config.dropout < 1.0:
-        raise UsageError(f"dropout={config.dropout} must be in [0, 1), e.g. --dropout=0.2")
     if config.learning_rate <= 0:
         raise UsageError(f"learning_rate={config.learning_rate} must be > 0")
     for key in ("beta1", "beta2"):
         if not 0.0 <= getattr(config, key) < 1.0:
             raise UsageError(f"{key}={getattr(config, key)} must be in [0, 1)")
-    if config.n_embd % config.n_head:
-        raise UsageError(
-            f"n_embd={config.n_embd} is not divisible by n_head={config.n_head}; "
-            f"pick n_embd a multiple of n_head"
-        )
-    choices = {"mlp": tuple(MLPS), "dtype": ("auto", "float32", "bfloat16", "float16")}
-    for key, accepted in choices.items():
-        if getattr(config, key) not in accepted:
-            raise UsageError(f"{key}={getattr(config, key)!r} is not one of {', '.join(accepted)}")
+    try:  # the model's keys: GPTConfig's own checks
+        GPTConfig.from_training(config, vocab_size=1)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    dtypes = ("auto", "float32", "bfloat16", "float16")
+    if config.dtype not in dtypes:
+        raise UsageError(f"dtype={config.dtype!r} is not one of {', '.join(dtypes)}")
     if config.init_from not in ("scratch", "resume", *PRETRAINED) and not os.path.isdir(
         config.init_from
     ):

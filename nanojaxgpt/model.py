@@ -267,19 +267,21 @@ class GPTConfig:
     mlp: str = "swiglu"  # "gelu" is GPT-2's MLP, needed to load its weights
 
     def __post_init__(self):
+        """The checks of every model config, the command line's included (it shows the message
+        as its one-line usage error)."""
         for name in ("block_size", "vocab_size", "n_layer", "n_head", "n_embd"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+                raise ValueError(f"{name}={value!r} must be a positive integer")
         if self.n_embd % self.n_head != 0:
             raise ValueError(
-                f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}: "
-                f"each head needs n_embd/n_head dimensions"
+                f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}; "
+                f"pick n_embd a multiple of n_head"
             )
         if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
+            raise ValueError(f"dropout={self.dropout!r} must be in [0, 1), e.g. --dropout=0.2")
         if self.mlp not in MLPS:
-            raise ValueError(f"mlp must be {' or '.join(map(repr, MLPS))}, got {self.mlp!r}")
+            raise ValueError(f"mlp={self.mlp!r} is not one of {', '.join(MLPS)}")
 
     @classmethod
     def from_training(cls, config, vocab_size: int) -> "GPTConfig":

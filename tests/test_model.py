@@ -164,12 +164,12 @@ def test_dropout_is_random_in_training_and_off_in_inference():
     "overrides, message",
     [
         (dict(n_embd=130, n_head=4), "n_embd=130 is not divisible by n_head=4"),
-        (dict(n_layer=0), "n_layer must be a positive integer, got 0"),
-        (dict(block_size=-8), "block_size must be a positive integer, got -8"),
-        (dict(vocab_size=0), "vocab_size must be a positive integer, got 0"),
-        (dict(dropout=1.0), r"dropout must be in \[0, 1\), got 1.0"),
-        (dict(dropout=-0.1), r"dropout must be in \[0, 1\), got -0.1"),
-        (dict(mlp="relu"), "mlp must be 'swiglu' or 'gelu', got 'relu'"),
+        (dict(n_layer=0), "n_layer=0 must be a positive integer"),
+        (dict(block_size=-8), "block_size=-8 must be a positive integer"),
+        (dict(vocab_size=0), "vocab_size=0 must be a positive integer"),
+        (dict(dropout=1.0), r"dropout=1.0 must be in \[0, 1\)"),
+        (dict(dropout=-0.1), r"dropout=-0.1 must be in \[0, 1\)"),
+        (dict(mlp="relu"), "mlp='relu' is not one of swiglu, gelu"),
     ],
 )
 def test_invalid_config_raises_with_the_numbers(overrides, message):
