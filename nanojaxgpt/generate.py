@@ -116,7 +116,7 @@ def _decode(model: GPT, padded, length, temperature, step_keys, top_k):
     # past it: the last block_size tokens, re-filled at positions 0..block_size-1 every step
     def window_step(n, tokens):
         window = jax.lax.dynamic_slice_in_dim(tokens, n - block_size, block_size, axis=1)
-        x = rows(lambda m, idx: m.transformer(idx)[-1], window)
+        x = rows(lambda m, idx: m.transformer(idx)[0][-1], window)
         return put(tokens, sample(x, n), n)
 
     if bucket + n_new > block_size:  # else no prompt of this bucket gets past block_size

@@ -172,12 +172,14 @@ class CausalSelfAttention(eqx.Module):
         self.resid_dropout = eqx.nn.Dropout(config.dropout)
         self.n_head = config.n_head
 
-    def __call__(self, x: Float[Array, "seq embd"], *, key=None, cache=None, pos=0):
-        """Causal self-attention over `x`. For decoding with a key/value cache
-        (nanojaxgpt/generate.py), `x` holds positions `pos, pos+1, ...` and `cache` the keys and
-        values of every position, each (n_head, block_size, head_size): x attends to the cache
-        up to its own positions (its own keys and values written in), and `(y, (k, v))` comes
-        back, x's keys and values for the caller to store."""
+    def __call__(self, x: Float[Array, "seq embd"], positions: Int[Array, " seq"], *, key=None,
+                 cache=None):
+        """Causal self-attention over `x`, whose rows sit at `positions` (consecutive), and x's
+        keys and values, each (n_head, seq, head_size), for the caller to store: `(y, (k, v))`.
+        Without `cache`, x is a whole sequence from position 0. For decoding with a key/value
+        cache (nanojaxgpt/generate.py), `cache` holds the keys and values of every position,
+        each (n_head, block_size, head_size), and x attends to it up to its own positions, its
+        own keys and values written in."""
         seq, n_embd = x.shape
         head_size = n_embd // self.n_head
         attn_key, resid_key = _split(key, 2)
@@ -186,13 +188,12 @@ class CausalSelfAttention(eqx.Module):
         new_kv = (k.swapaxes(0, 1), v.swapaxes(0, 1))
         flash = self.takes_flash_attention(q, attn_key)
         if cache is not None:
-            k, v = (jax.lax.dynamic_update_slice_in_dim(c, t, pos, 1) for c, t in zip(cache, new_kv))
-            q_pos = pos + jnp.arange(seq)
+            k, v = (jax.lax.dynamic_update_slice_in_dim(c, t, positions[0], 1) for c, t in zip(cache, new_kv))
             if flash:
-                causal = jnp.arange(k.shape[1]) <= q_pos[:, None]
+                causal = jnp.arange(k.shape[1]) <= positions[:, None]
                 y = flash_attention(q, k.swapaxes(0, 1), v.swapaxes(0, 1), causal)
             else:
-                y = self.attend(q.swapaxes(0, 1), k, v, q_pos, key=attn_key)
+                y = self.attend(q.swapaxes(0, 1), k, v, positions, key=attn_key)
         elif flash:
             y = flash_attention(q, k, v)
         else:
@@ -209,8 +210,7 @@ class CausalSelfAttention(eqx.Module):
                 for s, block_key in zip(starts, block_keys)
             ])
         y = checkpoint_name(y.reshape(seq, n_embd), "attention")
-        y = self.resid_dropout(_linear(self.c_proj, y), key=resid_key)
-        return y if cache is None else (y, new_kv)
+        return self.resid_dropout(_linear(self.c_proj, y), key=resid_key), new_kv
 
     def takes_flash_attention(self, q: Float[Array, "seq head dim"], key) -> bool:
         """Whether cuDNN's flash attention runs: where the layer plan has it, in bf16 or fp16,
@@ -245,14 +245,15 @@ class Block(eqx.Module):
         self.ln_2 = eqx.nn.LayerNorm(config.n_embd, use_bias=config.bias)
         self.mlp = MLPS[config.mlp](config, key=mlp_key)
 
-    def __call__(self, x: Float[Array, "seq embd"], *, key=None, cache=None, pos=0):
-        """`cache` and `pos` as in `CausalSelfAttention`; with them, `(x, (k, v))` comes back."""
+    def __call__(self, x: Float[Array, "seq embd"], positions: Int[Array, " seq"], *, key=None,
+                 cache=None):
+        """`(x, (k, v))`, with `positions`, `cache` and the keys and values as in
+        `CausalSelfAttention`."""
         attn_key, mlp_key = _split(key, 2)
-        y = self.attn(_sequence(self.ln_1, x), key=attn_key, cache=cache, pos=pos)
-        y, new_kv = (y, None) if cache is None else y
+        y, new_kv = self.attn(_sequence(self.ln_1, x), positions, key=attn_key, cache=cache)
         x = x + y
         x = x + self.mlp(_sequence(self.ln_2, x), key=mlp_key)
-        return x if cache is None else (x, new_kv)
+        return x, new_kv
 
 
 @dataclass(frozen=True)
@@ -318,9 +319,10 @@ class TransformerLayer(eqx.Module):
         self.ln_f = eqx.nn.LayerNorm(config.n_embd, use_bias=config.bias)
 
     def __call__(self, idx: Int[Array, " seq"], *, key=None, cache=None, pos=0):
-        """Final hidden states of `idx`. `cache` and `pos` as in `CausalSelfAttention`, with the
-        keys and values stacked over layers, (n_layer, n_head, block_size, head_size) each; with
-        them, `(x, (k, v))` comes back, idx's keys and values, (n_layer, n_head, seq, head_size)."""
+        """`(x, (k, v))`: the final hidden states of `idx`, tokens at positions `pos, pos+1, ...`,
+        and their keys and values in every layer, (n_layer, n_head, seq, head_size) each. `cache`
+        as in `CausalSelfAttention`, stacked over layers, (n_layer, n_head, block_size,
+        head_size) each."""
         seq = idx.shape[0]
         block_size = self.wpe.weight.shape[0]
         if seq > block_size:
@@ -328,6 +330,7 @@ class TransformerLayer(eqx.Module):
                 f"Cannot forward a sequence of length {seq}: block_size is only {block_size}"
             )
         drop_key, blocks_key = _split(key, 2)
+        positions = pos + jnp.arange(seq)
         x = self.wte.weight[idx] + jax.lax.dynamic_slice_in_dim(self.wpe.weight, pos, seq)
         x = self.drop(x, key=drop_key)
 
@@ -337,8 +340,7 @@ class TransformerLayer(eqx.Module):
 
         def apply_block(x, layer):
             arrays, layer_key, layer_cache = layer
-            out = eqx.combine(arrays, block_static)(x, key=layer_key, cache=layer_cache, pos=pos)
-            return (out, None) if layer_cache is None else out
+            return eqx.combine(arrays, block_static)(x, positions, key=layer_key, cache=layer_cache)
 
         # Inside a scan, common subexpressions cannot be merged across iterations, so
         # checkpoint's guard against that is not needed (where the plan unrolls the scan, it
@@ -347,8 +349,7 @@ class TransformerLayer(eqx.Module):
         apply_block = jax.checkpoint(apply_block, prevent_cse=False, policy=plan.saved_for_backward)
         x, new_kv = jax.lax.scan(apply_block, x, (block_arrays, block_keys, cache),
                                  unroll=plan.scan_unroll)
-        x = _sequence(self.ln_f, x)
-        return x if cache is None else (x, new_kv)
+        return _sequence(self.ln_f, x), new_kv
 
 
 class GPT(eqx.Module):
@@ -386,7 +387,7 @@ class GPT(eqx.Module):
         return eqx.tree_at(where, model, values)
 
     def __call__(self, idx: Int[Array, " seq"], *, key=None) -> Float[Array, "seq vocab"]:
-        x = self.transformer(idx, key=key)
+        x, _ = self.transformer(idx, key=key)
         return self.lm_head(x)
 
     def lm_head(self, x: Float[Array, "seq embd"]) -> Float[Array, "seq vocab"]:

@@ -47,11 +47,12 @@ def test_attention_in_query_blocks_equals_attention_over_the_whole_sequence():
     x = jax.random.normal(jax.random.key(1), (seq, config.n_embd))
     head_size = config.n_embd // config.n_head
     empty_cache = (jnp.zeros((config.n_head, seq, head_size)),) * 2
-    in_blocks = attn(x)
-    in_one_block, _ = attn(x, cache=empty_cache, pos=0)
+    positions = jnp.arange(seq)
+    in_blocks, _ = attn(x, positions)
+    in_one_block, _ = attn(x, positions, cache=empty_cache)
     np.testing.assert_allclose(in_blocks, in_one_block, rtol=1e-5, atol=1e-6)
     changed = x.at[QUERY_BLOCK + 5 :].set(0.0)
-    np.testing.assert_array_equal(attn(changed)[: QUERY_BLOCK + 5], in_blocks[: QUERY_BLOCK + 5])
+    np.testing.assert_array_equal(attn(changed, positions)[0][: QUERY_BLOCK + 5], in_blocks[: QUERY_BLOCK + 5])
 
 
 def test_backward_pass_keeps_linear_and_attention_outputs_but_no_attention_matrix(capsys):
@@ -114,7 +115,7 @@ def test_embedding_and_output_projection_are_one_array():
 
     def untied_loss(embedding, head):
         transformer = eqx.tree_at(lambda t: t.wte.weight, model.transformer, embedding)
-        return jnp.sum(weights * (transformer(idx) @ head.T))
+        return jnp.sum(weights * (transformer(idx)[0] @ head.T))
 
     wte = model.transformer.wte.weight
     from_embedding, from_head = jax.grad(untied_loss, argnums=(0, 1))(wte, wte)
