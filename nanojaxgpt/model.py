@@ -29,7 +29,7 @@ import jax.numpy as jnp
 from jax.ad_checkpoint import checkpoint_name
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
-from helpers.eqx import find_sub_tree, named_parameters
+from helpers.eqx import named_parameters
 from helpers.init import normal_, zeros_
 from nanojaxgpt.dense import dense
 from nanojaxgpt.determinism import deterministic_ops_requested
@@ -352,6 +352,29 @@ class TransformerLayer(eqx.Module):
         return _sequence(self.ln_f, x), new_kv
 
 
+def _modules(model, kind) -> list:
+    return [x for x in jax.tree.leaves(model, is_leaf=lambda x: isinstance(x, kind)) if isinstance(x, kind)]
+
+
+def gpt2_initialisation(config: GPTConfig) -> list[tuple[Callable, Callable]]:
+    """GPT-2's initialisation as (which parameters, how each is drawn), the groups disjoint:
+    Linear and Embedding weights N(0, 0.02); the residual projections, the last Linear of
+    attention and of the MLP, N(0, 0.02/sqrt(2*n_layer)) so that the residual stream's variance
+    does not grow with depth; Linear biases zero. LayerNorms keep weight 1 and bias 0."""
+    residual = lambda m: [m.transformer.h.attn.c_proj.weight, m.transformer.h.mlp.c_proj.weight]
+    weights = lambda m: [
+        module.weight for module in _modules(m, (eqx.nn.Linear, eqx.nn.Embedding))
+        if not any(module.weight is r for r in residual(m))
+    ]
+    biases = lambda m: [linear.bias for linear in _modules(m, eqx.nn.Linear) if linear.bias is not None]
+    residual_std = 0.02 / math.sqrt(2 * config.n_layer)
+    return [
+        (weights, lambda p, key: normal_(p, std=0.02, key=key)),
+        (residual, lambda p, key: normal_(p, std=residual_std, key=key)),
+        (biases, lambda p, key: zeros_(p)),
+    ]
+
+
 class GPT(eqx.Module):
     transformer: TransformerLayer
     config: GPTConfig  # a hashable leaf: filter_jit treats it as static, tree_at can replace it
@@ -363,28 +386,16 @@ class GPT(eqx.Module):
 
     @classmethod
     def create_instance(cls, config: GPTConfig, key: PRNGKeyArray) -> "GPT":
-        """A new model with GPT-2's initialisation: Linear and Embedding weights N(0, 0.02),
-        biases zero, and the residual projections (`c_proj.weight`) N(0, 0.02/sqrt(2*n_layer))
-        so the residual stream's variance does not grow with depth."""
+        """A new model with GPT-2's initialisation (`gpt2_initialisation`), each array drawn
+        with a key of its own."""
         model_key, init_key = jax.random.split(key)
         model = cls(config, key=model_key)
-        names, values = [], []
-        param_keys = jax.random.split(init_key, len(list(named_parameters(model))))
-        for (name, param), param_key in zip(named_parameters(model), param_keys):
-            owner_name, _, kind = name.rpartition(".")
-            owner = find_sub_tree(model, owner_name)
-            if not isinstance(owner, (eqx.nn.Linear, eqx.nn.Embedding)):
-                continue  # LayerNorms keep weight 1, bias 0
-            if kind == "bias":
-                value = zeros_(param)
-            elif owner_name.endswith("c_proj"):
-                value = normal_(param, std=0.02 / math.sqrt(2 * config.n_layer), key=param_key)
-            else:
-                value = normal_(param, std=0.02, key=param_key)
-            names.append(name)
-            values.append(value)
-        where = lambda m: [find_sub_tree(m, name) for name in names]
-        return eqx.tree_at(where, model, values)
+        params = [param for _, param in named_parameters(model)]
+        param_keys = {id(p): k for p, k in zip(params, jax.random.split(init_key, len(params)))}
+        for where, init in gpt2_initialisation(config):
+            values = [init(param, key=param_keys[id(param)]) for param in where(model)]
+            model = eqx.tree_at(where, model, values)
+        return model
 
     def __call__(self, idx: Int[Array, " seq"], *, key=None) -> Float[Array, "seq vocab"]:
         x, _ = self.transformer(idx, key=key)
