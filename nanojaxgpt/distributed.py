@@ -34,6 +34,30 @@ def initialize_multihost(coordinator_address: str, num_processes: int, process_i
         jax.distributed.initialize(coordinator_address, num_processes, process_id)
 
 
+# nanoGPT's `device` names (before any ':index') and the JAX platform each one means
+DEVICE_PLATFORMS = {"cpu": "cpu", "cuda": "cuda", "gpu": "cuda", "tpu": "tpu"}
+
+
+def select_device(device: str) -> None:
+    """Point JAX at the platform that nanoGPT's `device` names ('cpu', 'cuda', 'cuda:0', 'tpu';
+    'auto' keeps JAX's default) before its first computation, so that no other backend starts
+    (a GPU's memory stays free with --device=cpu). A platform this machine lacks is one usage
+    error naming those it has."""
+    if device == "auto":
+        return
+    platform = DEVICE_PLATFORMS.get(device.split(":")[0])
+    if platform is None:
+        raise UsageError(f"device={device!r} is not one of auto, {', '.join(DEVICE_PLATFORMS)}")
+    jax.config.update("jax_platforms", platform)
+    try:
+        jax.devices()
+    except (RuntimeError, AssertionError):  # jax 0.10 asserts when no backend of it starts
+        jax.config.update("jax_platforms", None)
+        available = ", ".join(sorted({d.platform for d in jax.devices()}))
+        raise UsageError(f"device={device!r}, but JAX finds no {platform} device here (it has: "
+                         f"{available}); use --device=auto or one of those") from None
+
+
 def is_main_process() -> bool:
     return jax.process_index() == 0
 

@@ -7,7 +7,6 @@ one, otherwise with GPT-2's BPE (offline too); GPT-2 models always use GPT-2's B
 `num_samples` samples are drawn as one batch with a key/value cache (nanojaxgpt/generate.py).
 """
 
-import contextlib
 import difflib
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ import numpy as np
 
 from nanojaxgpt.checkpoint import STATE_FILE, CheckpointError, load_model, read_checkpoint_state
 from nanojaxgpt.config import read_overrides
+from nanojaxgpt.distributed import DEVICE_PLATFORMS, select_device
 from nanojaxgpt.errors import RuntimeFailure, UsageError, run_main
 from nanojaxgpt.generate import generate
 from nanojaxgpt.hf import PRETRAINED
@@ -27,7 +27,6 @@ from nanojaxgpt.tokenizer import CharTokenizer, GPT2Tokenizer, load_tokenizer
 from nanojaxgpt.usage import describe
 
 SEPARATOR = "---------------"
-DEVICES = {"auto": None, "cpu": "cpu", "cuda": "gpu", "gpu": "gpu", "tpu": "tpu"}
 DTYPES = ("float32", "bfloat16", "float16")
 
 
@@ -67,8 +66,8 @@ def check(config: SampleConfig) -> None:
         raise UsageError(f"top_k={config.top_k} must be at least 1, or None for no limit")
     if config.dtype not in DTYPES:
         raise UsageError(f"dtype={config.dtype!r} is not one of {', '.join(DTYPES)}")
-    if config.device not in DEVICES:
-        raise UsageError(f"device={config.device!r} is not one of {', '.join(DEVICES)}")
+    if config.device != "auto" and config.device.split(":")[0] not in DEVICE_PLATFORMS:
+        raise UsageError(f"device={config.device!r} is not one of auto, {', '.join(DEVICE_PLATFORMS)}")
     choices = ("resume", *PRETRAINED)
     if config.init_from not in choices and not Path(config.init_from).is_dir():
         close = difflib.get_close_matches(config.init_from, choices, n=1, cutoff=0.6)
@@ -77,18 +76,6 @@ def check(config: SampleConfig) -> None:
             f"init_from={config.init_from!r} is not one of {', '.join(choices)} or a local "
             f"Hugging Face model directory{hint}"
         )
-
-
-def _device(name: str):
-    """A context in which new arrays live on the device `name` asks for."""
-    platform = DEVICES[name]
-    if platform is None:
-        return contextlib.nullcontext()
-    try:
-        return jax.default_device(jax.devices(platform)[0])
-    except RuntimeError:
-        available = ", ".join(sorted({d.platform for d in jax.devices()}))
-        raise UsageError(f"device={name}, but JAX sees no {platform} here (it has: {available})")
 
 
 def load_resumed(out_dir: str) -> tuple[GPT, CharTokenizer | GPT2Tokenizer]:
@@ -175,21 +162,16 @@ def decode(tokenizer, ids: list[int]) -> str:
 def main(argv: list[str]) -> None:
     config = parse_args(argv)
     prompt = read_prompt(config.start)  # a missing prompt file fails before any model loads
-    with _device(config.device):
-        if config.init_from == "resume":
-            model, tokenizer = load_resumed(config.out_dir)
-        else:
-            model, tokenizer = (
-                GPT.from_pretrained(config.init_from, dict(dropout=0.0)),
-                GPT2Tokenizer(),
-            )
-        model = cast_floats(model, jnp.dtype(config.dtype))
-        ids = encode_prompt(prompt, tokenizer, model.config.vocab_size)
-        prompts = jnp.tile(jnp.asarray(ids, jnp.int32), (config.num_samples, 1))
-        key = jax.random.key(config.seed)
-        samples = generate(
-            model, prompts, config.max_new_tokens, config.temperature, config.top_k, key=key
-        )
+    select_device(config.device)
+    if config.init_from == "resume":
+        model, tokenizer = load_resumed(config.out_dir)
+    else:
+        model, tokenizer = GPT.from_pretrained(config.init_from, dict(dropout=0.0)), GPT2Tokenizer()
+    model = cast_floats(model, jnp.dtype(config.dtype))
+    ids = encode_prompt(prompt, tokenizer, model.config.vocab_size)
+    prompts = jnp.tile(jnp.asarray(ids, jnp.int32), (config.num_samples, 1))
+    key = jax.random.key(config.seed)
+    samples = generate(model, prompts, config.max_new_tokens, config.temperature, config.top_k, key=key)
     for sample in np.asarray(samples):
         print(decode(tokenizer, sample.tolist()))
         print(SEPARATOR)

@@ -36,6 +36,7 @@ from nanojaxgpt.distributed import (
     local_rows,
     make_mesh,
     place,
+    select_device,
     split_iteration,
     state_shardings,
     to_global_batch,
@@ -99,20 +100,6 @@ def evaluate(model: GPT, x, y, dtype=jnp.float32):
     model = eqx.nn.inference_mode(model)
     losses = jax.lax.map(lambda batch: compute_loss(model, *batch, None, dtype), (x, y))
     return losses.mean()
-
-
-def select_device(device: str) -> None:
-    """Point JAX at the platform nanoGPT's `device` names ('cpu', 'cuda', 'cuda:0', 'tpu')."""
-    if device == "auto":
-        return
-    platform = {"cuda": "cuda", "gpu": "cuda", "cpu": "cpu", "tpu": "tpu"}.get(device.split(":")[0])
-    if platform is None:
-        raise UsageError(f"device={device!r} is not one of auto, cpu, cuda, gpu, tpu")
-    jax.config.update("jax_platforms", platform)
-    try:
-        jax.devices()
-    except RuntimeError as error:
-        raise UsageError(f"device={device!r} is not available here ({error}); try --device=cpu")
 
 
 def load_data(config: TrainConfig, global_batch: int) -> tuple[BatchSampler, int | None]:

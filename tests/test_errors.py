@@ -17,6 +17,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -338,6 +339,16 @@ def test_disk_full_during_the_first_save_is_one_line_and_leaves_no_partial_files
     )
     assert one_error_line(result, 1).startswith("error: could not save the checkpoint in out (")
     assert sorted(path.name for path in (root / "out").iterdir()) == ["metrics.jsonl"]
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="needs a machine without a GPU")
+@pytest.mark.parametrize("command", ["train", "sample"])
+def test_a_device_this_machine_lacks_is_one_line_naming_those_it_has(root, command):
+    result = run(command, "--device=cuda", cwd=root)
+    assert one_error_line(result, 2) == (
+        "error: device='cuda', but JAX finds no cuda device here (it has: cpu); use --device=auto "
+        "or one of those"
+    )
 
 
 def test_a_step_that_cannot_fit_in_memory_stops_before_training(root):
