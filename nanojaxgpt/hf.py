@@ -103,7 +103,7 @@ def _download(name: str) -> Path:
         import huggingface_hub
     except ImportError:
         raise PretrainedError(
-            f"downloading {name} needs huggingface_hub: pip install 'nanojaxgpt[hf]', or give a "
+            f"downloading {name} needs huggingface_hub: pip install -e \".[hf]\", or give a "
             f"local Hugging Face model directory"
         ) from None
     try:
@@ -176,8 +176,8 @@ def read_safetensors(model_dir: Path) -> dict[str, np.ndarray]:
         from safetensors import SafetensorError
         from safetensors.numpy import load_file
     except ImportError:
-        raise PretrainedError("reading Hugging Face weights needs safetensors: pip install "
-                              "'nanojaxgpt[hf]'") from None  # fmt: skip
+        raise PretrainedError("reading Hugging Face weights needs safetensors: pip install -e "
+                              '".[hf]"') from None  # fmt: skip
     model_dir = Path(model_dir)
     if (model_dir / WEIGHTS_FILE).is_file():
         files = [model_dir / WEIGHTS_FILE]

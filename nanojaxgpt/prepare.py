@@ -134,7 +134,7 @@ def download_hf_dataset(name: str, num_proc: int):
         from datasets import DatasetDict, load_dataset
     except ImportError as error:
         raise RuntimeFailure(
-            f"preparing {name} needs Hugging Face datasets: pip install 'nanojaxgpt[data]'"
+            f"preparing {name} needs Hugging Face datasets: pip install -e \".[data]\""
         ) from error
     repo = OPENWEBTEXT_REPO if name == "openwebtext" else TINYSTORIES_REPO
     try:

@@ -201,6 +201,6 @@ def test_download_failure_is_one_clear_line(monkeypatch, tmp_path):
 def test_download_without_huggingface_hub_says_what_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "huggingface_hub", None)  # makes the import fail
     with pytest.raises(
-        PretrainedError, match=r"needs huggingface_hub: pip install 'nanojaxgpt\[hf\]'"
+        PretrainedError, match=r'needs huggingface_hub: pip install -e "\.\[hf\]"'
     ):
         from_pretrained("gpt2")
