@@ -323,6 +323,11 @@ class TransformerLayer(eqx.Module):
         and their keys and values in every layer, (n_layer, n_head, seq, head_size) each. `cache`
         as in `CausalSelfAttention`, stacked over layers, (n_layer, n_head, block_size,
         head_size) each."""
+        if idx.ndim != 1:
+            raise ValueError(
+                f"the model takes one sequence of token ids, shape (seq,), not shape {idx.shape}: "
+                f"for a batch, jax.vmap(model)(idx)"
+            )
         seq = idx.shape[0]
         block_size = self.wpe.weight.shape[0]
         if seq > block_size:

@@ -178,6 +178,12 @@ def test_invalid_config_raises_with_the_numbers(overrides, message):
         dataclasses.replace(CPU_RECIPE, **overrides)
 
 
+def test_a_batch_without_vmap_names_the_shape_and_jax_vmap():
+    with pytest.raises(ValueError, match=r"one sequence of token ids, shape \(seq,\), not shape "
+                                         r"\(8, 64\): for a batch, jax.vmap\(model\)\(idx\)"):
+        small_model()(jnp.zeros((8, 64), dtype=int))
+
+
 def test_sequence_longer_than_block_size_raises():
     model = small_model()
     with pytest.raises(ValueError, match="length 65: block_size is only 64"):
