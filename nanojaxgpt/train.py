@@ -292,6 +292,10 @@ def train(config: TrainConfig) -> GPT:
     else:
         iter_num, best_val_loss = state["iter_num"], state["best_val_loss"]
         opt_state = load_optimizer_state(config.out_dir, optimizer, model)
+        if iter_num >= config.max_iters and not config.eval_only:
+            say(f"note: the checkpoint in {config.out_dir} is at iter {iter_num} and max_iters is "
+                f"{config.max_iters}: nothing to train; to train on, raise --max_iters (and "
+                f"--lr_decay_iters with it)")
     saved_scale = (state or {}).get("loss_scale") or {}
     loss_scale = DynamicLossScale.create(**saved_scale) if dtype == jnp.float16 else None
     model = place(model, state_shardings(model, mesh, config.fsdp))

@@ -68,6 +68,14 @@ def test_resume_continues_bit_identically(in_data_root):
     assert json.loads((in_data_root / "split/ckpt.json").read_text())["iter_num"] == 12
 
 
+def test_resuming_a_finished_run_says_there_is_nothing_to_train(in_data_root, capsys):
+    train(parse_args([*TINY, "--out_dir=done", "--max_iters=4"]))
+    capsys.readouterr()
+    train(parse_args([*TINY, "--out_dir=done", "--max_iters=4", "--init_from=resume"]))
+    assert ("note: the checkpoint in done is at iter 4 and max_iters is 4: nothing to train; to "
+            "train on, raise --max_iters (and --lr_decay_iters with it)\n") in capsys.readouterr().out
+
+
 def test_resume_errors(in_data_root):
     with pytest.raises(CheckpointError, match="no checkpoint in empty"):
         train(parse_args([*TINY, "--out_dir=empty", "--init_from=resume"]))
