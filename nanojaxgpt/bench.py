@@ -78,8 +78,9 @@ def bench(config: TrainConfig, options: BenchOptions) -> dict:
         next_batch = lambda i: (rng.integers(0, model_config.vocab_size, shape, dtype=np.int32),) * 2
 
     start = time.perf_counter()
-    compiled_step, step_memory = compile_step(make_step, model, opt_state, *next_batch(0), jax.random.key(0),
-                                         optimizer, dtype)
+    compiled_step, step_memory = compile_step(
+        make_step, model, opt_state, *next_batch(0), jax.random.key(0), optimizer, dtype
+    )
     compile_s = time.perf_counter() - start
 
     def step(i):

@@ -38,16 +38,23 @@ def initialize_multihost(coordinator_address: str, num_processes: int, process_i
 DEVICE_PLATFORMS = {"cpu": "cpu", "cuda": "cuda", "gpu": "cuda", "tpu": "tpu"}
 
 
+def device_platform(device: str) -> str | None:
+    """The JAX platform of nanoGPT's `device` name (None for 'auto'), or a UsageError."""
+    if device == "auto":
+        return None
+    if device.split(":")[0] not in DEVICE_PLATFORMS:
+        raise UsageError(f"device={device!r} is not one of auto, {', '.join(DEVICE_PLATFORMS)}")
+    return DEVICE_PLATFORMS[device.split(":")[0]]
+
+
 def select_device(device: str) -> None:
     """Point JAX at the platform that nanoGPT's `device` names ('cpu', 'cuda', 'cuda:0', 'tpu';
     'auto' keeps JAX's default) before its first computation, so that no other backend starts
     (a GPU's memory stays free with --device=cpu). A platform this machine lacks is one usage
     error naming those it has."""
-    if device == "auto":
-        return
-    platform = DEVICE_PLATFORMS.get(device.split(":")[0])
+    platform = device_platform(device)
     if platform is None:
-        raise UsageError(f"device={device!r} is not one of auto, {', '.join(DEVICE_PLATFORMS)}")
+        return
     jax.config.update("jax_platforms", platform)
     try:
         jax.devices()

@@ -18,8 +18,10 @@ import shutil
 from importlib import resources
 from pathlib import Path
 
+import equinox as eqx
 import numpy as np
 
+from helpers.eqx import find_sub_tree
 from nanojaxgpt.checkpoint import load_model, read_checkpoint_state
 from nanojaxgpt.errors import RuntimeFailure, UsageError, run_main
 from nanojaxgpt.hf import BLOCK_ARRAYS, CONV1D_WEIGHTS
@@ -64,32 +66,22 @@ def hf_tensors(model: GPT) -> dict[str, np.ndarray]:
         "wte.weight": transformer.wte.weight,
         "wpe.weight": transformer.wpe.weight,
         "ln_f.weight": transformer.ln_f.weight,
-        "ln_f.bias": _bias(transformer.ln_f.bias, transformer.ln_f.weight.shape),
+        "ln_f.bias": _bias(transformer.ln_f),
     }
     for name in BLOCK_ARRAYS:
         owner, _, kind = name.rpartition(".")
-        module = _get(transformer.h, owner)
-        stacked = module.weight if kind == "weight" else _bias(module.bias, _out_shape(module))
-        for i, layer in enumerate(np.asarray(stacked, np.float32)):
+        module = find_sub_tree(transformer.h, owner)
+        for i, layer in enumerate(np.asarray(module.weight if kind == "weight" else _bias(module))):
             arrays[f"h.{i}.{name}"] = layer.T if name in CONV1D_WEIGHTS else layer
-    return {f"transformer.{key}": np.ascontiguousarray(np.asarray(value, np.float32))
-            for key, value in arrays.items()}
+    return {f"transformer.{key}": np.ascontiguousarray(value, np.float32) for key, value in arrays.items()}
 
 
-def _get(module, dotted: str):
-    for part in dotted.split("."):
-        module = getattr(module, part)
-    return module
-
-
-def _out_shape(module) -> tuple[int, ...]:
-    """A stacked Linear's or LayerNorm's bias shape, (n_layer, out)."""
-    weight = module.weight
-    return weight.shape[:2] if weight.ndim == 3 else weight.shape
-
-
-def _bias(bias, shape) -> np.ndarray:
-    return np.zeros(shape, np.float32) if bias is None else np.asarray(bias, np.float32)
+def _bias(module) -> np.ndarray:
+    """A Linear's or LayerNorm's bias, or the zeros that stand for it in GPT-2's architecture."""
+    if module.bias is not None:
+        return np.asarray(module.bias)
+    shape = module.weight.shape[:-1] if isinstance(module, eqx.nn.Linear) else module.weight.shape
+    return np.zeros(shape, np.float32)
 
 
 def uses_gpt2_bpe(out_dir: Path, config: GPTConfig) -> bool:

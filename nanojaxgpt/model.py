@@ -367,10 +367,12 @@ def gpt2_initialisation(config: GPTConfig) -> list[tuple[Callable, Callable]]:
     attention and of the MLP, N(0, 0.02/sqrt(2*n_layer)) so that the residual stream's variance
     does not grow with depth; Linear biases zero. LayerNorms keep weight 1 and bias 0."""
     residual = lambda m: [m.transformer.h.attn.c_proj.weight, m.transformer.h.mlp.c_proj.weight]
-    weights = lambda m: [
-        module.weight for module in _modules(m, (eqx.nn.Linear, eqx.nn.Embedding))
-        if not any(module.weight is r for r in residual(m))
-    ]
+
+    def weights(m):
+        excluded = residual(m)
+        modules = _modules(m, (eqx.nn.Linear, eqx.nn.Embedding))
+        return [module.weight for module in modules if not any(module.weight is r for r in excluded)]
+
     biases = lambda m: [linear.bias for linear in _modules(m, eqx.nn.Linear) if linear.bias is not None]
     residual_std = 0.02 / math.sqrt(2 * config.n_layer)
     return [

@@ -17,7 +17,7 @@ import numpy as np
 
 from nanojaxgpt.checkpoint import STATE_FILE, CheckpointError, load_model, read_checkpoint_state
 from nanojaxgpt.config import read_overrides
-from nanojaxgpt.distributed import DEVICE_PLATFORMS, select_device
+from nanojaxgpt.distributed import device_platform, select_device
 from nanojaxgpt.errors import RuntimeFailure, UsageError, run_main
 from nanojaxgpt.generate import generate
 from nanojaxgpt.hf import PRETRAINED
@@ -66,8 +66,7 @@ def check(config: SampleConfig) -> None:
         raise UsageError(f"top_k={config.top_k} must be at least 1, or None for no limit")
     if config.dtype not in DTYPES:
         raise UsageError(f"dtype={config.dtype!r} is not one of {', '.join(DTYPES)}")
-    if config.device != "auto" and config.device.split(":")[0] not in DEVICE_PLATFORMS:
-        raise UsageError(f"device={config.device!r} is not one of auto, {', '.join(DEVICE_PLATFORMS)}")
+    device_platform(config.device)
     choices = ("resume", *PRETRAINED)
     if config.init_from not in choices and not Path(config.init_from).is_dir():
         close = difflib.get_close_matches(config.init_from, choices, n=1, cutoff=0.6)
