@@ -16,6 +16,7 @@ import equinox as eqx
 import jax
 import numpy as np
 
+from nanojaxgpt.architecture import GPTConfig
 from nanojaxgpt.config import TrainConfig, parse_args, read_overrides
 from nanojaxgpt.data import BatchSampler
 from nanojaxgpt.determinism import request_deterministic_ops
@@ -23,7 +24,7 @@ from nanojaxgpt.errors import run_main
 from nanojaxgpt.flops import device_peak_flops
 from nanojaxgpt.host_memory import keep_freed_host_memory
 from nanojaxgpt.memory import compile_step
-from nanojaxgpt.model import GPT, GPTConfig, flops_per_token
+from nanojaxgpt.model import GPT, flops_per_token
 from nanojaxgpt.precision import resolve_dtype
 from nanojaxgpt.tokenizer import load_tokenizer
 from nanojaxgpt.optim import make_optimizer

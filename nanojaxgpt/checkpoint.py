@@ -18,8 +18,9 @@ from typing import Any
 import equinox as eqx
 import jax
 
+from nanojaxgpt.architecture import GPTConfig
 from nanojaxgpt.errors import RuntimeFailure
-from nanojaxgpt.model import GPT, GPTConfig
+from nanojaxgpt.model import GPT
 
 FORMAT_VERSION = 1
 MODEL_FILE = "model.eqx"

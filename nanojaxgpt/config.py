@@ -14,9 +14,8 @@ import os
 import types
 from dataclasses import dataclass, field
 
+from nanojaxgpt.architecture import PRETRAINED, GPTConfig
 from nanojaxgpt.errors import UsageError
-from nanojaxgpt.hf import PRETRAINED
-from nanojaxgpt.model import GPTConfig
 
 
 @dataclass

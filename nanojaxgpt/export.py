@@ -22,10 +22,11 @@ import equinox as eqx
 import numpy as np
 
 from helpers.eqx import find_sub_tree
+from nanojaxgpt.architecture import GPTConfig
 from nanojaxgpt.checkpoint import load_model, read_checkpoint_state
 from nanojaxgpt.errors import RuntimeFailure, UsageError, run_main
 from nanojaxgpt.hf import BLOCK_ARRAYS, CONV1D_WEIGHTS
-from nanojaxgpt.model import GPT, GPTConfig
+from nanojaxgpt.model import GPT
 
 USAGE = "usage: python -m nanojaxgpt.export OUT_DIR HF_DIR"
 HELP_FROM = "HF_DIR\n\n"  # --help: the usage line, then the docstring after it

@@ -24,7 +24,10 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
-from nanojaxgpt.model import GPT, GPTConfig
+from nanojaxgpt.architecture import GPTConfig
+from nanojaxgpt.checkpoint import CheckpointError, load_model
+from nanojaxgpt.config import TrainConfig
+from nanojaxgpt.model import GPT
 
 SMALLEST_BUCKET = 16
 
@@ -165,19 +168,31 @@ def generate_rows(
 
 def generate(
     model: GPT,
-    idx: Int[Array, "batch seq"],
+    idx: Int[Array, "*batch seq"],
     max_new_tokens: int,
     temperature: float = 1.0,
     top_k: int | None = None,
     *,
     key: PRNGKeyArray,
-) -> Int[Array, "batch seq+new"]:
-    """Extend each row of `idx` (equal-length prompts, for example `num_samples` copies of one)
-    by `max_new_tokens` tokens drawn from `softmax(logits / temperature)`, restricted to the
-    `top_k` most likely when given; `temperature=0` is greedy. The rows draw independently."""
-    return generate_rows(
-        model, idx, max_new_tokens, temperature, top_k, jax.random.split(key, jnp.shape(idx)[0])
-    )
+) -> Int[Array, "*batch seq+new"]:
+    """Extend `idx` by `max_new_tokens` tokens drawn from `softmax(logits / temperature)`,
+    restricted to the `top_k` most likely when given; `temperature=0` is greedy. Past
+    block_size tokens each new token is conditioned on the last block_size, as in nanoGPT.
+
+    `idx` is one sequence, as in nanoGPT's `model.generate(idx, ...)` (this function, attached
+    to GPT), or a batch of equal-length prompts (for example `num_samples` copies of one), whose
+    rows draw independently with `jax.random.split(key, batch)`."""
+    one_sequence = jnp.ndim(idx) == 1
+    if one_sequence:
+        rows, row_keys = jnp.asarray(idx)[None], key[None]
+    elif jnp.ndim(idx) == 2:
+        rows, row_keys = idx, jax.random.split(key, jnp.shape(idx)[0])
+    else:
+        raise ValueError(
+            f"idx must be one sequence (seq,) or a batch (batch, seq), got shape {jnp.shape(idx)}"
+        )
+    new = generate_rows(model, rows, max_new_tokens, temperature, top_k, row_keys)
+    return new[0] if one_sequence else new
 
 
 def generate_by_recompute(
@@ -243,9 +258,6 @@ def benchmark(model: GPT, num_samples: int = 5, max_new_tokens: int = 500, repea
 def _benchmark_main() -> None:
     """The README's figures, for the default character model (the training default, vocab 65):
     out-shakespeare-char's checkpoint if there is one, else random weights."""
-    from nanojaxgpt.checkpoint import CheckpointError, load_model
-    from nanojaxgpt.config import TrainConfig
-
     try:
         model, source = load_model("out-shakespeare-char"), "out-shakespeare-char"
     except CheckpointError:

@@ -20,16 +20,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from helpers.eqx import find_sub_tree
+from nanojaxgpt.architecture import PRETRAINED, GPTConfig
 from nanojaxgpt.errors import RuntimeFailure, UsageError
-from nanojaxgpt.model import GPT, GPTConfig
+from nanojaxgpt.model import GPT
 
-# the hub's repositories of OpenAI's four GPT-2 sizes
-PRETRAINED = {
-    "gpt2": "openai-community/gpt2",  # 124M: n_layer=12, n_head=12, n_embd=768
-    "gpt2-medium": "openai-community/gpt2-medium",  # 350M: 24, 16, 1024
-    "gpt2-large": "openai-community/gpt2-large",  # 774M: 36, 20, 1280
-    "gpt2-xl": "openai-community/gpt2-xl",  # 1558M: 48, 25, 1600
-}
 WEIGHTS_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
 DOWNLOAD_PATTERNS = ["config.json", WEIGHTS_FILE, INDEX_FILE, "model-*-of-*.safetensors"]

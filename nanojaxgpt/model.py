@@ -20,7 +20,7 @@ Notable choices:
 """
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Callable
 
 import equinox as eqx
@@ -31,6 +31,7 @@ from jaxtyping import Array, Float, Int, PRNGKeyArray
 
 from helpers.eqx import named_parameters
 from helpers.init import normal_, zeros_
+from nanojaxgpt.architecture import GPTConfig
 from nanojaxgpt.dense import dense
 from nanojaxgpt.determinism import deterministic_ops_requested
 from nanojaxgpt.optim import adamw
@@ -94,7 +95,7 @@ class MLP(eqx.Module):
         return self.dropout(_linear(self.c_proj, hidden), key=key)
 
 
-# the MLP of each `GPTConfig.mlp`
+# the MLP of each `GPTConfig.mlp` (its names: architecture.MLP_CHOICES)
 MLPS = {"swiglu": SwiGLU, "gelu": MLP}
 
 
@@ -256,46 +257,6 @@ class Block(eqx.Module):
         return x, new_kv
 
 
-@dataclass(frozen=True)
-class GPTConfig:
-    block_size: int = 1024
-    vocab_size: int = 50304  # GPT-2's 50257 padded up to a multiple of 64 for efficiency
-    n_layer: int = 12
-    n_head: int = 12
-    n_embd: int = 768
-    dropout: float = 0.0
-    bias: bool = True  # biases in Linears and LayerNorms, like GPT-2; False is a bit better and faster
-    mlp: str = "swiglu"  # "gelu" is GPT-2's MLP, needed to load its weights
-
-    def __post_init__(self):
-        """The checks of every model config, the command line's included (it shows the message
-        as its one-line usage error)."""
-        for name in ("block_size", "vocab_size", "n_layer", "n_head", "n_embd"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ValueError(f"{name}={value!r} must be a positive integer")
-        if self.n_embd % self.n_head != 0:
-            raise ValueError(
-                f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}; "
-                f"pick n_embd a multiple of n_head"
-            )
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout={self.dropout!r} must be in [0, 1), e.g. --dropout=0.2")
-        if self.mlp not in MLPS:
-            raise ValueError(f"mlp={self.mlp!r} is not one of {', '.join(MLPS)}")
-
-    @classmethod
-    def from_training(cls, config, vocab_size: int) -> "GPTConfig":
-        """The model that a training config describes (nanojaxgpt.config.TrainConfig has a key
-        for each of our fields but vocab_size, which the data set gives)."""
-        names = [field.name for field in fields(cls) if field.name != "vocab_size"]
-        return cls(**{name: getattr(config, name) for name in names}, vocab_size=vocab_size)
-
-
-# what a checkpoint fixes: resuming with other values is a mistake (dropout may change)
-ARCHITECTURE_KEYS = tuple(f.name for f in fields(GPTConfig) if f.name not in ("vocab_size", "dropout"))
-
-
 def swiglu_hidden_size(n_embd: int) -> int:
     """Hidden width of the SwiGLU MLP: its three matrices then hold as many parameters as the
     two of a 4*n_embd MLP (3*h*n = 8*n*n)."""
@@ -383,6 +344,10 @@ def gpt2_initialisation(config: GPTConfig) -> list[tuple[Callable, Callable]]:
 
 
 class GPT(eqx.Module):
+    """The language model. nanoGPT's entry points `GPT.from_pretrained` (nanojaxgpt/hf.py) and
+    `model.generate` (nanojaxgpt/generate.py) are attached by the package's `__init__.py`, above
+    the modules that implement them: this module imports neither."""
+
     transformer: TransformerLayer
     config: GPTConfig  # a hashable leaf: filter_jit treats it as static, tree_at can replace it
 
@@ -420,15 +385,6 @@ class GPT(eqx.Module):
             n_params -= self.transformer.wpe.weight.size
         return n_params
 
-    @classmethod
-    def from_pretrained(cls, model_type: str, override_args: dict | None = None) -> "GPT":
-        """OpenAI's GPT-2 ('gpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl', from the Hugging Face
-        hub) or a local Hugging Face GPT-2 directory; only `dropout` may be overridden. See
-        nanojaxgpt/hf.py."""
-        from nanojaxgpt.hf import from_pretrained  # lazy: hf.py imports this module
-
-        return from_pretrained(model_type, override_args)
-
     def crop_block_size(self, block_size: int) -> "GPT":
         """A copy that accepts at most `block_size` tokens, for example to fine-tune GPT-2
         (block 1024) with a shorter context."""
@@ -452,23 +408,6 @@ class GPT(eqx.Module):
         flops_per_iter = flops_per_token(self.config, self.get_num_params())
         flops_per_iter *= self.config.block_size * fwdbwd_per_iter
         return flops_per_iter / dt / peak_flops
-
-    def generate(
-        self,
-        idx: Int[Array, " seq"],
-        max_new_tokens: int,
-        temperature: float = 1.0,
-        top_k: int | None = None,
-        *,
-        key: PRNGKeyArray,
-    ) -> Int[Array, " seq"]:
-        """Extend `idx` by `max_new_tokens` sampled tokens, conditioning on the last block_size
-        tokens, with a key/value cache in one compiled loop (nanojaxgpt/generate.py; batches of
-        prompts: `generate.generate`)."""
-        from nanojaxgpt.generate import generate_rows  # lazy: generate.py imports this module
-
-        rows = jnp.asarray(idx)[None]
-        return generate_rows(self, rows, max_new_tokens, temperature, top_k, key[None])[0]
 
 
 def flops_per_token(config: GPTConfig, num_params: int) -> int:

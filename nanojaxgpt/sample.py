@@ -15,12 +15,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from nanojaxgpt.architecture import PRETRAINED
 from nanojaxgpt.checkpoint import STATE_FILE, CheckpointError, load_model, read_checkpoint_state
 from nanojaxgpt.config import read_overrides
 from nanojaxgpt.distributed import device_platform, select_device
 from nanojaxgpt.errors import RuntimeFailure, UsageError, run_main
 from nanojaxgpt.generate import generate
-from nanojaxgpt.hf import PRETRAINED
+from nanojaxgpt.hf import from_pretrained
 from nanojaxgpt.model import GPT
 from nanojaxgpt.precision import cast_floats
 from nanojaxgpt.tokenizer import CharTokenizer, GPT2Tokenizer, load_tokenizer
@@ -165,7 +166,7 @@ def main(argv: list[str]) -> None:
     if config.init_from == "resume":
         model, tokenizer = load_resumed(config.out_dir)
     else:
-        model, tokenizer = GPT.from_pretrained(config.init_from, dict(dropout=0.0)), GPT2Tokenizer()
+        model, tokenizer = from_pretrained(config.init_from, dict(dropout=0.0)), GPT2Tokenizer()
     model = cast_floats(model, jnp.dtype(config.dtype))
     ids = encode_prompt(prompt, tokenizer, model.config.vocab_size)
     prompts = jnp.tile(jnp.asarray(ids, jnp.int32), (config.num_samples, 1))

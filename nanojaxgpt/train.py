@@ -24,6 +24,7 @@ import optax
 from jax.experimental import multihost_utils
 from tqdm import tqdm
 
+from nanojaxgpt.architecture import ARCHITECTURE_KEYS, GPTConfig
 from nanojaxgpt.checkpoint import load_checkpoint, load_optimizer_state, save_checkpoint
 from nanojaxgpt.compile_cache import use_compilation_cache
 from nanojaxgpt.config import TrainConfig, parse_args
@@ -43,11 +44,13 @@ from nanojaxgpt.distributed import (
 )
 from nanojaxgpt.errors import RuntimeFailure, UsageError, run_main
 from nanojaxgpt.flops import device_peak_flops
+from nanojaxgpt.hf import from_pretrained
 from nanojaxgpt.host_memory import keep_freed_host_memory
 from nanojaxgpt.memory import compile_step
-from nanojaxgpt.model import ARCHITECTURE_KEYS, GPT, GPTConfig
+from nanojaxgpt.model import GPT
 from nanojaxgpt.optim import learning_rate_at, make_optimizer
 from nanojaxgpt.precision import DynamicLossScale, all_finite, cast_floats, resolve_dtype
+from nanojaxgpt.prepare import prepare_command, prepare_dataset
 from nanojaxgpt.tokenizer import load_tokenizer
 from nanojaxgpt.usage import describe
 
@@ -108,15 +111,11 @@ def load_data(config: TrainConfig, global_batch: int) -> tuple[BatchSampler, int
     missing = [name for name in ("train.bin", "val.bin") if not (data_dir / name).exists()]
     if missing and config.dataset in SELF_PREPARING:
         if is_main_process():
-            from nanojaxgpt.prepare import prepare_dataset
-
             print(f"preparing {data_dir} ({', '.join(missing)} missing)")
             prepare_dataset(config.dataset, data_dir)
         if jax.process_count() > 1:
             multihost_utils.sync_global_devices("data prepared")
     elif missing:
-        from nanojaxgpt.prepare import prepare_command
-
         raise RuntimeFailure(
             f"{data_dir / missing[0]} not found; prepare the data set first: "
             f"{prepare_command(config.dataset, data_dir)}"
@@ -142,7 +141,7 @@ def init_model(config: TrainConfig, vocab_size: int | None, key) -> tuple[GPT, d
         check_resumed_config(config, state["model_args"])
         return model, state
     print(f"Initializing from OpenAI GPT-2 weights: {config.init_from}")
-    model = GPT.from_pretrained(config.init_from, dict(dropout=config.dropout))
+    model = from_pretrained(config.init_from, dict(dropout=config.dropout))
     if config.block_size < model.config.block_size:
         model = model.crop_block_size(config.block_size)
     return model, None

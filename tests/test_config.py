@@ -5,7 +5,7 @@ import pytest
 
 from nanojaxgpt.config import TrainConfig, parse_args
 from nanojaxgpt.errors import UsageError
-from nanojaxgpt.model import ARCHITECTURE_KEYS, GPTConfig
+from nanojaxgpt.architecture import ARCHITECTURE_KEYS, GPTConfig
 
 
 def test_default_is_nanogpts_cpu_recipe():

@@ -11,7 +11,8 @@ import pytest
 from helpers.eqx import find_sub_tree, named_parameters
 from nanojaxgpt import GPT, GPTConfig
 from nanojaxgpt.config import TrainConfig
-from nanojaxgpt.model import QUERY_BLOCK, flops_per_token
+from nanojaxgpt.architecture import MLP_CHOICES
+from nanojaxgpt.model import MLPS, QUERY_BLOCK, flops_per_token
 
 # float32 results are compared to tight tolerances: pin float32 matmuls (TF32 on GPUs otherwise)
 pytestmark = pytest.mark.usefixtures("exact_float32_matmuls")
@@ -25,7 +26,11 @@ def small_model(**overrides) -> GPT:
     return GPT.create_instance(config, jax.random.key(0))
 
 
-@pytest.mark.parametrize("mlp", ["swiglu", "gelu"])
+def test_every_mlp_choice_has_its_module():
+    assert tuple(MLPS) == MLP_CHOICES == ("swiglu", "gelu")
+
+
+@pytest.mark.parametrize("mlp", MLP_CHOICES)
 def test_logits_do_not_depend_on_later_tokens(mlp):
     model = small_model(mlp=mlp)
     idx = jax.random.randint(jax.random.key(1), (32,), 0, 65)
