@@ -1,7 +1,7 @@
 # nanoGPT's "baby GPT": a 6-layer character model of Tiny Shakespeare, about 10M parameters.
 # On a GPU: python -m nanojaxgpt.train configs/train_shakespeare_char.py
 
-out_dir = "out-shakespeare-char"
+out_dir = "out-shakespeare-char-baby"  # not the default run's folder: nothing is overwritten
 eval_interval = 250  # evaluate often: this model overfits
 eval_iters = 200
 log_interval = 10

@@ -21,6 +21,7 @@ import jax
 from nanojaxgpt.architecture import GPTConfig
 from nanojaxgpt.errors import RuntimeFailure
 from nanojaxgpt.model import GPT
+from nanojaxgpt.tokenizer import GPT2Tokenizer, Tokenizer, load_tokenizer, tokenizer_from_record
 
 FORMAT_VERSION = 1
 MODEL_FILE = "model.eqx"
@@ -72,6 +73,11 @@ def finish_interrupted_save(out_dir: Path) -> None:
     else:
         for name in (MODEL_FILE, OPTIMIZER_FILE):
             _tmp(out_dir, name).unlink(missing_ok=True)
+
+
+def has_checkpoint(out_dir: str | os.PathLike) -> bool:
+    """Whether `out_dir` holds a checkpoint, committed or committed but not yet moved in place."""
+    return any((Path(out_dir) / name).exists() for name in (STATE_FILE, f"{STATE_FILE}.tmp"))
 
 
 def save_checkpoint(out_dir: str | os.PathLike, model: GPT, opt_state: Any, state: dict) -> None:
@@ -166,3 +172,39 @@ def _deserialise(path: Path, like):
 def load_model(out_dir: str | os.PathLike) -> GPT:
     """The trained model in `out_dir`, in inference mode (no dropout): ready to sample from."""
     return eqx.nn.inference_mode(load_checkpoint(out_dir)[0])
+
+
+def checkpoint_tokenizer(out_dir: str | os.PathLike, state: dict) -> tuple[Tokenizer, Path | None]:
+    """The tokenizer the model in `out_dir` was trained with, and the file it was read from (None
+    for GPT-2's BPE assumed). ckpt.json keeps it; older checkpoints name only their data set,
+    whose meta.pkl is looked for under ./data, as nanoGPT's sample.py does."""
+    if "tokenizer" in state:
+        return tokenizer_from_record(state["tokenizer"]), Path(out_dir) / STATE_FILE
+    dataset = state.get("config", {}).get("dataset")
+    meta = None if dataset is None else Path("data") / dataset / "meta.pkl"
+    if meta is None or not meta.exists():
+        return GPT2Tokenizer(), None
+    return load_tokenizer(meta.parent), meta
+
+
+def load_model_and_tokenizer(out_dir: str | os.PathLike, verbose: bool = False) -> tuple[GPT, Tokenizer]:
+    """The trained model in `out_dir` (inference mode) and its tokenizer, from any directory:
+    `tokenizer.decode(model.generate(...))` is text. `verbose` prints nanoGPT's line saying
+    where the vocabulary came from."""
+    state = read_checkpoint_state(out_dir)
+    tokenizer, source = checkpoint_tokenizer(out_dir, state)
+    if verbose:
+        print(f"Loading meta from {source}..." if source else "No meta.pkl found, assuming GPT-2 encodings...")
+    model = load_model(out_dir)
+    if tokenizer.vocab_size > model.config.vocab_size:
+        dataset = state.get("config", {}).get("dataset")
+        found = (
+            f"{source} has {tokenizer.vocab_size} tokens"
+            if source
+            else f"no data/{dataset}/meta.pkl was found, and GPT-2's BPE has {tokenizer.vocab_size}"
+        )
+        raise CheckpointError(
+            f"the model in {out_dir} has a vocabulary of {model.config.vocab_size} tokens but "
+            f"{found}: run from the directory holding data/{dataset}/ as prepared for training"
+        )
+    return model, tokenizer

@@ -31,6 +31,7 @@ class TrainConfig:
     eval_only: bool = False  # evaluate once and exit
     always_save_checkpoint: bool = False  # else save only when val loss improves
     init_from: str = "scratch"  # 'scratch', 'resume', 'gpt2'..'gpt2-xl' or a local HF model dir
+    overwrite_checkpoint: bool = False  # let a new run (not resume) replace the checkpoint in out_dir
     # wandb logging (the optional `wandb` extra)
     wandb_log: bool = False  # log the evaluations to Weights & Biases
     wandb_project: str = "shakespeare-char"  # its project

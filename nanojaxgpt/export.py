@@ -23,10 +23,11 @@ import numpy as np
 
 from helpers.eqx import find_sub_tree
 from nanojaxgpt.architecture import GPTConfig
-from nanojaxgpt.checkpoint import load_model, read_checkpoint_state
+from nanojaxgpt.checkpoint import checkpoint_tokenizer, load_model, read_checkpoint_state
 from nanojaxgpt.errors import RuntimeFailure, UsageError, run_main
 from nanojaxgpt.hf import BLOCK_ARRAYS, CONV1D_WEIGHTS
 from nanojaxgpt.model import GPT
+from nanojaxgpt.tokenizer import GPT2Tokenizer
 
 USAGE = "usage: python -m nanojaxgpt.export OUT_DIR HF_DIR"
 HELP_FROM = "HF_DIR\n\n"  # --help: the usage line, then the docstring after it
@@ -86,11 +87,10 @@ def _bias(module) -> np.ndarray:
 
 
 def uses_gpt2_bpe(out_dir: Path, config: GPTConfig) -> bool:
-    """Whether the model was trained on GPT-2's BPE: its data set has no character vocabulary
-    (meta.pkl), as training and sampling decide, and its vocabulary is GPT-2's (padded)."""
-    dataset = read_checkpoint_state(out_dir).get("config", {}).get("dataset")
-    has_char_vocab = dataset is not None and (Path("data") / dataset / "meta.pkl").exists()
-    return not has_char_vocab and config.vocab_size >= 50257
+    """Whether the model was trained on GPT-2's BPE, as sampling decides (the checkpoint's
+    tokenizer), and its vocabulary is GPT-2's (padded)."""
+    tokenizer, _ = checkpoint_tokenizer(out_dir, read_checkpoint_state(out_dir))
+    return isinstance(tokenizer, GPT2Tokenizer) and config.vocab_size >= 50257
 
 
 def write_gpt2_tokenizer(hf_dir: Path) -> None:

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from nanojaxgpt.architecture import PRETRAINED
-from nanojaxgpt.checkpoint import STATE_FILE, CheckpointError, load_model, read_checkpoint_state
+from nanojaxgpt.checkpoint import STATE_FILE, CheckpointError, load_model_and_tokenizer
 from nanojaxgpt.config import read_overrides
 from nanojaxgpt.distributed import device_platform, select_device
 from nanojaxgpt.errors import RuntimeFailure, UsageError, run_main
@@ -24,7 +24,7 @@ from nanojaxgpt.generate import generate
 from nanojaxgpt.hf import from_pretrained
 from nanojaxgpt.model import GPT
 from nanojaxgpt.precision import cast_floats
-from nanojaxgpt.tokenizer import CharTokenizer, GPT2Tokenizer, load_tokenizer
+from nanojaxgpt.tokenizer import GPT2Tokenizer, Tokenizer
 from nanojaxgpt.usage import describe
 
 SEPARATOR = "---------------"
@@ -78,10 +78,10 @@ def check(config: SampleConfig) -> None:
         )
 
 
-def load_resumed(out_dir: str) -> tuple[GPT, CharTokenizer | GPT2Tokenizer]:
-    """The trained model in `out_dir` and the tokenizer of the data set it was trained on."""
+def load_resumed(out_dir: str) -> tuple[GPT, Tokenizer]:
+    """The trained model in `out_dir` and its tokenizer, or an error that says how to get one."""
     try:
-        state = read_checkpoint_state(out_dir)
+        return load_model_and_tokenizer(out_dir, verbose=True)
     except CheckpointError:
         if (Path(out_dir) / STATE_FILE).exists():
             raise
@@ -94,30 +94,6 @@ def load_resumed(out_dir: str) -> tuple[GPT, CharTokenizer | GPT2Tokenizer]:
             f"no checkpoint in {out_dir}: train one there with `python -m nanojaxgpt.train "
             f"--out_dir={out_dir}`, or give the --out_dir of a trained model"
         ) from None
-    model = load_model(out_dir)
-    dataset = state.get("config", {}).get("dataset")
-    if dataset is None:
-        tokenizer = GPT2Tokenizer()
-    else:
-        data_dir = Path("data") / dataset
-        tokenizer = load_tokenizer(data_dir)
-        if isinstance(tokenizer, CharTokenizer):
-            print(f"Loading meta from {data_dir / 'meta.pkl'}...")
-        else:
-            print("No meta.pkl found, assuming GPT-2 encodings...")
-    vocab_size = model.config.vocab_size
-    if tokenizer.vocab_size > vocab_size:
-        where = f"data/{dataset}/meta.pkl" if dataset else "the checkpoint"
-        found = (
-            f"{where} has {tokenizer.vocab_size} tokens"
-            if isinstance(tokenizer, CharTokenizer)
-            else f"no {where} was found, and GPT-2's BPE has {tokenizer.vocab_size}"
-        )
-        raise RuntimeFailure(
-            f"the model in {out_dir} has a vocabulary of {vocab_size} tokens but {found}: run "
-            f"from the directory holding data/{dataset}/ as prepared for training"
-        )
-    return model, tokenizer
 
 
 def read_prompt(start: str) -> str:

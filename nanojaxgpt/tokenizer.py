@@ -55,7 +55,11 @@ class CharTokenizer:
 
     @classmethod
     def from_text(cls, text: str) -> "CharTokenizer":
-        chars = sorted(set(text))
+        return cls.from_chars(sorted(set(text)))
+
+    @classmethod
+    def from_chars(cls, chars) -> "CharTokenizer":
+        """The tokenizer whose id `i` is `chars[i]`."""
         return cls({ch: i for i, ch in enumerate(chars)}, dict(enumerate(chars)))
 
     @property
@@ -78,6 +82,10 @@ class CharTokenizer:
         """The contents of nanoGPT's `meta.pkl`."""
         return {"vocab_size": self.vocab_size, "itos": self.itos, "stoi": self.stoi}
 
+    def record(self) -> dict:
+        """What a checkpoint keeps to decode without the data set: the characters in id order."""
+        return {"kind": "characters", "chars": "".join(self.itos[i] for i in range(self.vocab_size))}
+
 
 class GPT2Tokenizer:
     """GPT-2's BPE with the same `encode`/`decode` as `CharTokenizer`."""
@@ -90,8 +98,21 @@ class GPT2Tokenizer:
     def decode(self, ids) -> str:
         return gpt2_encoding().decode([int(i) for i in ids])
 
+    def record(self) -> dict:
+        return {"kind": "gpt2"}
 
-def load_tokenizer(data_dir: str | os.PathLike) -> CharTokenizer | GPT2Tokenizer:
+
+Tokenizer = CharTokenizer | GPT2Tokenizer
+
+
+def tokenizer_from_record(record: dict) -> Tokenizer:
+    """The tokenizer a checkpoint's `record()` describes."""
+    if record["kind"] == "gpt2":
+        return GPT2Tokenizer()
+    return CharTokenizer.from_chars(record["chars"])
+
+
+def load_tokenizer(data_dir: str | os.PathLike) -> Tokenizer:
     """The data set's character tokenizer when `data_dir/meta.pkl` exists, else GPT-2's BPE."""
     meta_path = os.path.join(data_dir, "meta.pkl")
     if not os.path.exists(meta_path):

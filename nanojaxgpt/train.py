@@ -25,7 +25,7 @@ from jax.experimental import multihost_utils
 from tqdm import tqdm
 
 from nanojaxgpt.architecture import ARCHITECTURE_KEYS, GPTConfig
-from nanojaxgpt.checkpoint import load_checkpoint, load_optimizer_state, save_checkpoint
+from nanojaxgpt.checkpoint import has_checkpoint, load_checkpoint, load_optimizer_state, save_checkpoint
 from nanojaxgpt.compile_cache import use_compilation_cache
 from nanojaxgpt.config import TrainConfig, parse_args
 from nanojaxgpt.data import BatchSampler
@@ -51,7 +51,7 @@ from nanojaxgpt.model import GPT
 from nanojaxgpt.optim import learning_rate_at, make_optimizer
 from nanojaxgpt.precision import DynamicLossScale, all_finite, cast_floats, resolve_dtype
 from nanojaxgpt.prepare import prepare_command, prepare_dataset
-from nanojaxgpt.tokenizer import load_tokenizer
+from nanojaxgpt.tokenizer import CharTokenizer, Tokenizer, load_tokenizer
 from nanojaxgpt.usage import describe
 
 # data sets that the training command prepares itself when their files are missing
@@ -105,8 +105,9 @@ def evaluate(model: GPT, x, y, dtype=jnp.float32):
     return losses.mean()
 
 
-def load_data(config: TrainConfig, global_batch: int) -> tuple[BatchSampler, int | None]:
-    """The batch sampler and the vocab size from meta.pkl (None for GPT-2 BPE data sets)."""
+def load_data(config: TrainConfig, global_batch: int) -> tuple[BatchSampler, Tokenizer]:
+    """The batch sampler and the data set's tokenizer: its characters from meta.pkl, else
+    GPT-2's BPE."""
     data_dir = Path("data") / config.dataset
     missing = [name for name in ("train.bin", "val.bin") if not (data_dir / name).exists()]
     if missing and config.dataset in SELF_PREPARING:
@@ -121,12 +122,10 @@ def load_data(config: TrainConfig, global_batch: int) -> tuple[BatchSampler, int
             f"{prepare_command(config.dataset, data_dir)}"
         )
     sampler = BatchSampler(data_dir, config.block_size, global_batch, config.seed)
-    vocab_size = None
-    if (data_dir / "meta.pkl").exists():
-        vocab_size = load_tokenizer(data_dir).vocab_size
-        if is_main_process():
-            print(f"found vocab_size = {vocab_size} (inside {data_dir / 'meta.pkl'})")
-    return sampler, vocab_size
+    tokenizer = load_tokenizer(data_dir)
+    if isinstance(tokenizer, CharTokenizer) and is_main_process():
+        print(f"found vocab_size = {tokenizer.vocab_size} (inside {data_dir / 'meta.pkl'})")
+    return sampler, tokenizer
 
 
 def init_model(config: TrainConfig, vocab_size: int | None, key) -> tuple[GPT, dict | None]:
@@ -170,6 +169,8 @@ class MetricsLog:
         self.wandb = None
         if enabled:  # fail now, not after loading data and compiling, if out_dir cannot be made
             self._append(None)
+        if enabled and config.init_from != "resume" and config.overwrite_checkpoint:
+            self.path.unlink(missing_ok=True)  # the run it replaces leaves no records behind
         if config.wandb_log and enabled:
             try:
                 import wandb
@@ -256,8 +257,21 @@ def split_over_devices(config: TrainConfig, say) -> tuple[int, int, int]:
     return devices, micro_steps, device_batch
 
 
+def refuse_to_replace_a_checkpoint(config: TrainConfig) -> None:
+    """A new run saves over the checkpoint already in out_dir: stop before any work, unless the
+    user asked for that (evaluating only never saves)."""
+    starts_anew = config.init_from != "resume" and not config.eval_only
+    if starts_anew and has_checkpoint(config.out_dir) and not config.overwrite_checkpoint:
+        raise UsageError(
+            f"{config.out_dir} already holds a checkpoint that this new run (init_from="
+            f"{config.init_from}) would replace: continue it with --init_from=resume, train into "
+            f"another --out_dir, or replace it with --overwrite_checkpoint=True"
+        )
+
+
 def train(config: TrainConfig) -> GPT:
     """Run the training loop of `config` on every device; returns the final model."""
+    refuse_to_replace_a_checkpoint(config)
     main_process = is_main_process()
     say = print if main_process else lambda *args: None
     n_devices, micro_steps, device_batch = split_over_devices(config, say)
@@ -266,7 +280,8 @@ def train(config: TrainConfig) -> GPT:
     say(f"devices: {n_devices} ({jax.devices()[0].platform}), mesh data={n_devices}"
         f"{' (fsdp)' if config.fsdp else ''}")
     log = MetricsLog(config, enabled=main_process)
-    sampler, vocab_size = load_data(config, global_batch)
+    sampler, tokenizer = load_data(config, global_batch)
+    vocab_size = tokenizer.vocab_size if isinstance(tokenizer, CharTokenizer) else None
     tokens_per_iter = config.gradient_accumulation_steps * config.batch_size * config.block_size
     say(f"tokens per iteration will be: {tokens_per_iter:,}")
 
@@ -311,6 +326,7 @@ def train(config: TrainConfig) -> GPT:
             "config": {k: v for k, v in asdict(config).items() if k != "explicitly_set"},
             # batches and dropout keys are functions of (seed, iter_num): nothing else to keep
             "rng": {"seed": config.seed, "next_iter": iter_num},
+            "tokenizer": tokenizer.record(),  # to decode without the data set
             "loss_scale": None if loss_scale is None else {
                 "scale": float(loss_scale.scale), "good_steps": int(loss_scale.good_steps)},
         })

@@ -429,7 +429,7 @@ def test_ctrl_c_saves_the_current_iteration_exits_130_and_resume_continues(root)
 
 # sample.py says on stdout which vocabulary it loaded, as nanoGPT's does; an error found after
 # that is still the one line on stderr
-LOADED = "Loading meta from data/tiny/meta.pkl...\n"
+LOADED = "Loading meta from out/ckpt.json...\n"
 
 
 @pytest.mark.parametrize(

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 
 from nanojaxgpt import GPT, GPTConfig
-from nanojaxgpt.checkpoint import save_checkpoint
+from nanojaxgpt.checkpoint import load_model_and_tokenizer, save_checkpoint
 from nanojaxgpt.errors import RuntimeFailure, UsageError
 from nanojaxgpt.generate import generate
 from nanojaxgpt.sample import SEPARATOR, SampleConfig, decode, main, parse_args
-from nanojaxgpt.tokenizer import CharTokenizer, GPT2Tokenizer
+from nanojaxgpt.tokenizer import CharTokenizer, GPT2Tokenizer, tokenizer_from_record
 
 TEXT = "First Citizen:\nBefore we proceed any further, hear me speak.\n"
 
@@ -60,6 +60,37 @@ def test_samples_are_decoded_with_meta_and_separated_like_nanogpt(trained_run, c
     expected = generate(char_model, prompts, 24, 0.8, 200, key=jax.random.key(7))
     assert samples == [tokenizer.decode(row) + "\n" for row in np.asarray(expected)]
     assert len(set(samples)) == 3  # one batch, independent draws
+
+
+def test_a_checkpoint_with_its_vocabulary_samples_from_any_directory(
+    tmp_path, monkeypatch, char_model, capsys
+):
+    tokenizer = CharTokenizer.from_text(TEXT)
+    state = {"iter_num": 10, "best_val_loss": 2.0, "config": {"dataset": "shakespeare_char"},
+             "tokenizer": tokenizer.record()}
+    save_checkpoint(tmp_path / "run", char_model, None, state)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # no data/ folder here
+    main([f"--out_dir={tmp_path / 'run'}", "--num_samples=2", "--max_new_tokens=8", "--start=hear"])
+    out = capsys.readouterr().out
+    assert out.startswith(f"Loading meta from {tmp_path / 'run' / 'ckpt.json'}...\n")
+    expected = generate(char_model, jnp.tile(jnp.array(tokenizer.encode("hear")), (2, 1)), 8, 0.8, 200,
+                        key=jax.random.key(1337))
+    assert samples_of(out) == [tokenizer.decode(row) + "\n" for row in np.asarray(expected)]
+    # the notebook's way: the model and the tokenizer that turns its tokens into text
+    model, loaded = load_model_and_tokenizer(tmp_path / "run")
+    assert loaded == tokenizer
+    tokens = model.generate(jnp.array(loaded.encode("hear")), 8, temperature=0.0, key=jax.random.key(0))
+    assert loaded.decode(tokens).startswith("hear") and len(loaded.decode(tokens)) == 12
+
+
+def test_gpt2_bpe_is_recorded_by_name():
+    assert GPT2Tokenizer().record() == {"kind": "gpt2"}
+    assert isinstance(tokenizer_from_record({"kind": "gpt2"}), GPT2Tokenizer)
+    chars = CharTokenizer.from_text(TEXT)
+    assert chars.record() == {"kind": "characters", "chars": "".join(sorted(set(TEXT)))}
+    assert tokenizer_from_record(json.loads(json.dumps(chars.record()))) == chars
 
 
 def test_start_from_file_and_greedy(trained_run, tmp_path, capsys):

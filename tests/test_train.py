@@ -7,10 +7,11 @@ import sys
 
 import pytest
 
-from nanojaxgpt.checkpoint import CheckpointError
+from nanojaxgpt.checkpoint import CheckpointError, load_model_and_tokenizer
 from nanojaxgpt.config import parse_args
 from nanojaxgpt.errors import UsageError
 from nanojaxgpt.optim import learning_rate_at
+from nanojaxgpt.tokenizer import load_tokenizer
 from nanojaxgpt.train import main, train
 
 TINY = [
@@ -52,6 +53,9 @@ def test_short_default_run_prepares_data_and_learns(in_data_root, capsys):
     val = [r["val_loss"] for r in evals]
     assert abs(val[0] - math.log(65)) < 0.1  # a new model guesses uniformly
     assert val[0] > val[1] > val[2] and val[2] < 3.3
+    # the checkpoint keeps the vocabulary: it decodes without the data folder
+    _, tokenizer = load_model_and_tokenizer("out-shakespeare-char")
+    assert tokenizer == load_tokenizer("data/shakespeare_char") and tokenizer.vocab_size == 65
 
 
 def test_resume_continues_bit_identically(in_data_root):
@@ -74,6 +78,22 @@ def test_resuming_a_finished_run_says_there_is_nothing_to_train(in_data_root, ca
     train(parse_args([*TINY, "--out_dir=done", "--max_iters=4", "--init_from=resume"]))
     assert ("note: the checkpoint in done is at iter 4 and max_iters is 4: nothing to train; to "
             "train on, raise --max_iters (and --lr_decay_iters with it)\n") in capsys.readouterr().out
+
+
+def test_a_new_run_never_replaces_a_checkpoint_unasked(in_data_root):
+    train(parse_args([*TINY, "--out_dir=kept", "--max_iters=4"]))
+    before = {p.name: p.read_bytes() for p in (in_data_root / "kept").iterdir()}
+    for init_from in ("scratch", str(in_data_root)):  # the second stands for a GPT-2 directory
+        with pytest.raises(UsageError, match=(
+            r"^kept already holds a checkpoint that this new run \(init_from=.*\) would replace: "
+            r"continue it with --init_from=resume, train into another --out_dir, or replace it "
+            r"with --overwrite_checkpoint=True$"
+        )):
+            train(parse_args([*TINY, "--out_dir=kept", "--max_iters=2", f"--init_from={init_from}"]))
+    assert {p.name: p.read_bytes() for p in (in_data_root / "kept").iterdir()} == before
+    train(parse_args([*TINY, "--out_dir=kept", "--max_iters=2", "--overwrite_checkpoint=True"]))
+    assert json.loads((in_data_root / "kept/ckpt.json").read_text())["iter_num"] == 2
+    assert [r["iter"] for r in metrics("kept") if "val_loss" in r] == [0, 2]  # the new run's only
 
 
 def test_resume_errors(in_data_root):
