@@ -107,7 +107,7 @@ def test_keys_are_nanogpts_plus_ours():
     }
     keys = set(TrainConfig.__dataclass_fields__) - {"explicitly_set"}
     ours = {"mlp", "seed", "fsdp", "coordinator_address", "num_processes", "process_id",
-            "deterministic", "compile_cache"}
+            "deterministic", "compile_cache", "overwrite_checkpoint"}
     assert keys == nanogpt_keys | ours
 
 
