@@ -138,6 +138,18 @@ def read_overrides(argv: list[str], defaults, config_files: bool = True, optiona
     return values
 
 
+def out_dir_argument(argv: list[str], command: str) -> list[str]:
+    """`argv` with a lone OUT_DIR (not `--key=value`, no `=`) read as `--out_dir=OUT_DIR`: the
+    sampling and plotting commands take the run's folder either way."""
+    folders = [arg for arg in argv if not arg.startswith("--") and "=" not in arg]
+    if len(folders) > 1:
+        raise UsageError(
+            f"{' '.join(folders)}: give one OUT_DIR: python -m nanojaxgpt.{command} [OUT_DIR] "
+            f"[--key=value ...]"
+        )
+    return [f"--out_dir={arg}" if arg in folders else arg for arg in argv]
+
+
 def _read_config_file(path: str) -> dict:
     if not os.path.isfile(path):
         raise UsageError(f"config file {path} does not exist; give the path of a .py config file")

@@ -1,13 +1,21 @@
-"""Plot a run's losses: `python -m nanojaxgpt.plot OUT_DIR` writes OUT_DIR/loss.png.
+"""Plot a run's losses: `python -m nanojaxgpt.plot [OUT_DIR]` writes OUT_DIR/loss.png.
 
 Reads OUT_DIR/metrics.jsonl, which training appends to: the per-iteration training loss of the
 log lines and the train/val losses of each evaluation. Needs matplotlib (`pip install -e ".[plot]"`).
 """
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
+from nanojaxgpt.config import out_dir_argument, read_overrides
 from nanojaxgpt.errors import RuntimeFailure, UsageError, run_main
+from nanojaxgpt.usage import describe
+
+
+@dataclass(frozen=True)
+class PlotConfig:
+    out_dir: str = "out-shakespeare-char"  # the run to plot (also the first argument, OUT_DIR)
 
 
 def read_metrics(out_dir: Path) -> list[dict]:
@@ -44,18 +52,19 @@ def plot_losses(out_dir: Path) -> Path:
     return path
 
 
-USAGE = """usage: python -m nanojaxgpt.plot OUT_DIR
-
-Draw OUT_DIR/loss.png from OUT_DIR/metrics.jsonl (what training logs): the training loss of each
-logged iteration and the train and val losses of each evaluation. Needs matplotlib:
-pip install -e ".[plot]"."""
-
-
 def main(argv: list[str]) -> None:
-    if len(argv) != 1:
-        raise UsageError("usage: python -m nanojaxgpt.plot OUT_DIR")
-    print(f"wrote {plot_losses(Path(argv[0]))}")
+    config = PlotConfig(**read_overrides(out_dir_argument(argv, "plot"), PlotConfig(), config_files=False))
+    print(f"wrote {plot_losses(Path(config.out_dir))}")
+
+
+def usage() -> str:
+    return describe(
+        PlotConfig, "python -m nanojaxgpt.plot [OUT_DIR] [--key=value ...]",
+        "Draw OUT_DIR/loss.png from OUT_DIR/metrics.jsonl (what training logs): the training loss\n"
+        "of each logged iteration and the train and val losses of each evaluation. Needs\n"
+        'matplotlib: pip install -e ".[plot]".',
+    )
 
 
 if __name__ == "__main__":
-    run_main(main, usage=lambda: USAGE)
+    run_main(main, usage=usage)

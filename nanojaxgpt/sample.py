@@ -17,7 +17,7 @@ import numpy as np
 
 from nanojaxgpt.architecture import PRETRAINED
 from nanojaxgpt.checkpoint import STATE_FILE, CheckpointError, load_model_and_tokenizer
-from nanojaxgpt.config import read_overrides
+from nanojaxgpt.config import out_dir_argument, read_overrides
 from nanojaxgpt.distributed import device_platform, select_device
 from nanojaxgpt.errors import RuntimeFailure, UsageError, run_main
 from nanojaxgpt.generate import generate
@@ -50,6 +50,7 @@ class SampleConfig:
 
 def parse_args(argv: list[str]) -> SampleConfig:
     """A SampleConfig from `--key=value` options, typed and checked like training's."""
+    argv = out_dir_argument(argv, "sample")
     config = SampleConfig(**read_overrides(argv, SampleConfig(), config_files=False, optional=("top_k",)))
     check(config)
     return config
@@ -155,7 +156,7 @@ def main(argv: list[str]) -> None:
 
 def usage() -> str:
     return describe(
-        SampleConfig, "python -m nanojaxgpt.sample [--key=value ...]",
+        SampleConfig, "python -m nanojaxgpt.sample [OUT_DIR] [--key=value ...]",
         "Sample from a trained model (its checkpoint in out_dir) or from GPT-2, as nanoGPT's sample.py.",
     )
 

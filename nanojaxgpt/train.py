@@ -51,6 +51,7 @@ from nanojaxgpt.model import GPT
 from nanojaxgpt.optim import learning_rate_at, make_optimizer
 from nanojaxgpt.precision import DynamicLossScale, all_finite, cast_floats, resolve_dtype
 from nanojaxgpt.prepare import prepare_command, prepare_dataset
+from nanojaxgpt.progress import ESTIMATE_AFTER, announce_compile, eval_bar, eval_batch_done, long_run_note
 from nanojaxgpt.tokenizer import CharTokenizer, Tokenizer, load_tokenizer
 from nanojaxgpt.usage import describe
 
@@ -99,9 +100,17 @@ def make_step(model: GPT, opt_state, x, y, key, optimizer, dtype=jnp.float32, lo
 
 @eqx.filter_jit
 def evaluate(model: GPT, x, y, dtype=jnp.float32):
-    """Mean loss over a stack of batches (n, B, T), dropout off."""
+    """Mean loss over a stack of batches (n, B, T), dropout off. Each batch done advances the
+    evaluation's progress bar (nanojaxgpt/progress.py)."""
     model = eqx.nn.inference_mode(model)
-    losses = jax.lax.map(lambda batch: compute_loss(model, *batch, None, dtype), (x, y))
+
+    def batch_loss(batch):
+        i, x, y = batch
+        loss = compute_loss(model, x, y, None, dtype)
+        jax.debug.callback(eval_batch_done, i + 1, loss)
+        return loss
+
+    losses = jax.lax.map(batch_loss, (jnp.arange(x.shape[0]), x, y))
     return losses.mean()
 
 
@@ -336,22 +345,26 @@ def train(config: TrainConfig) -> GPT:
         return to_global_batch(x, mesh), to_global_batch(y, mesh)
 
     def estimate_loss() -> dict:
-        return {
-            split: float(evaluate(model, *batches(split, config.eval_iters, 1, iter_num), dtype))
-            for split in ("train", "val")
-        }
+        losses = {}
+        for split in ("train", "val"):
+            with eval_bar(split, config.eval_iters, show_bars):
+                x, y = batches(split, config.eval_iters, 1, iter_num)
+                losses[split] = float(evaluate(model, x, y, dtype))
+        return losses
 
     step = make_step
     if config.compile:  # ahead of time, to know before the first step whether it fits
         empty = np.zeros((micro_steps, global_batch // jax.process_count(), config.block_size), np.int32)
         example_batch = (to_global_batch(empty, mesh),) * 2
-        step, memory = compile_step(make_step, model, opt_state, *example_batch,
-                                    jax.random.fold_in(train_key, iter_num), optimizer, dtype, loss_scale)
+        with announce_compile(say):
+            step, memory = compile_step(make_step, model, opt_state, *example_batch,
+                                        jax.random.fold_in(train_key, iter_num), optimizer, dtype, loss_scale)
         say(memory)
     peak_flops, _ = device_peak_flops()  # per device: MFU as in bench.py
-    bar = tqdm(total=config.max_iters, initial=iter_num, unit="it",
-               disable=not (main_process and sys.stderr.isatty()))
+    show_bars = main_process and sys.stderr.isatty()
+    bar = tqdm(total=config.max_iters, initial=iter_num, unit="it", disable=not show_bars)
     t_log, iters_since_log, running_mfu = time.time(), 0, -1.0
+    first_iter, eval_s, t_timed = iter_num, 0.0, time.time()  # for the run's length, see progress.py
     with stop_requests() as stop_requested:
         while True:
             if stop_requested():
@@ -359,7 +372,11 @@ def train(config: TrainConfig) -> GPT:
                 save()
                 raise KeyboardInterrupt
             if iter_num % config.eval_interval == 0 or iter_num >= config.max_iters or config.eval_only:
+                t_eval = time.time()
                 losses = estimate_loss()
+                if iter_num == first_iter:
+                    t_timed = time.time()
+                    eval_s = t_timed - t_eval
                 lr = float(learning_rate_at(iter_num, config))
                 log.write(
                     f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}",
@@ -382,6 +399,15 @@ def train(config: TrainConfig) -> GPT:
             )
             iters_since_log += 1
             bar.update()
+            if iter_num == first_iter + ESTIMATE_AFTER - 1:
+                jax.block_until_ready(loss)
+                iter_s = (time.time() - t_timed) / ESTIMATE_AFTER
+                evals_left = (config.max_iters // config.eval_interval - iter_num // config.eval_interval
+                              + (config.max_iters % config.eval_interval != 0))
+                note = long_run_note(config.max_iters - iter_num - 1, evals_left, iter_s, eval_s,
+                                     jax.devices()[0].platform)
+                if note:
+                    say(note)
             if iter_num % config.log_interval == 0:
                 lossf = float(loss)  # the loop's only host sync outside evals
                 if loss_scale is None:  # float16 skips overflowing steps instead

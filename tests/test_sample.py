@@ -154,6 +154,8 @@ def test_options_are_checked_against_the_defaults():
         temperature=1.0, top_k=None, start="1", compile=False, device="cpu"
     )
     assert isinstance(config.temperature, float)
+    # the run's folder as the first argument, as for plot
+    assert parse_args(["out-x", "--num_samples=2"]) == SampleConfig(out_dir="out-x", num_samples=2)
     for argv, message in [
         (
             ["--max_new_token=3"],
@@ -166,6 +168,7 @@ def test_options_are_checked_against_the_defaults():
         (["--top_k=2.5"], "top_k takes a int"),
         (["--seed=True"], "is a bool; seed takes a int"),
         (["num_samples=3"], "num_samples=3: overrides take the form --key=value"),
+        (["out-a", "out-b"], r"out-a out-b: give one OUT_DIR: python -m nanojaxgpt.sample \[OUT_DIR\] "),
         (["--num_samples=0"], "num_samples=0 must be at least 1"),
         (["--temperature=-1"], r"temperature=-1.0 must be >= 0 \(0 is greedy\)"),
         (["--top_k=0"], "top_k=0 must be at least 1"),

@@ -5,14 +5,17 @@ import re
 import subprocess
 import sys
 
+import jax
 import pytest
 
+from nanojaxgpt import GPT, GPTConfig
 from nanojaxgpt.checkpoint import CheckpointError, load_model_and_tokenizer
 from nanojaxgpt.config import parse_args
 from nanojaxgpt.errors import UsageError
+import nanojaxgpt.progress as progress
 from nanojaxgpt.optim import learning_rate_at
 from nanojaxgpt.tokenizer import load_tokenizer
-from nanojaxgpt.train import main, train
+from nanojaxgpt.train import evaluate, load_data, main, train
 
 TINY = [
     "--n_layer=2", "--n_head=2", "--n_embd=32", "--block_size=16", "--batch_size=4",
@@ -46,6 +49,8 @@ def test_short_default_run_prepares_data_and_learns(in_data_root, capsys):
     assert "found vocab_size = 65" in out
     assert re.search(r"^step 0: train loss 4\.\d{4}, val loss 4\.\d{4}$", out, re.M)
     assert re.search(r"^iter 40: loss \d\.\d{4}, time \d+\.\d{2}ms, mfu \d+\.\d{2}%$", out, re.M)
+    assert re.search(r"^compiling the training step\.\.\.\ncompiled in \d+\.\d s\nmemory: ", out, re.M)
+    assert "note: this run takes about" not in out  # two minutes: no note
     assert re.search(r"^memory: the training step needs \d+ MiB per device \(parameters, optimizer "
                      r"state and batch \d+ MiB, temporaries \d+ MiB\) of \d+\.\d GiB \(host memory", out, re.M)
     evals = [r for r in metrics("out-shakespeare-char") if "val_loss" in r]
@@ -96,6 +101,34 @@ def test_a_new_run_never_replaces_a_checkpoint_unasked(in_data_root):
     assert [r["iter"] for r in metrics("kept") if "val_loss" in r] == [0, 2]  # the new run's only
 
 
+def test_a_long_run_says_how_long_it_takes(in_data_root, capsys, monkeypatch):
+    monkeypatch.setattr(progress, "LONG_RUN_S", 0.0)  # every run is long
+    train(parse_args([*TINY, "--out_dir=long", "--max_iters=8"]))
+    notes = [line for line in capsys.readouterr().out.splitlines() if line.startswith("note: this run")]
+    assert len(notes) == 1
+    assert re.fullmatch(r"note: this run takes about 1 min more: 5 iterations at \d+\.\d\d s and 2 "
+                        r"evaluations at \d+ s; on a CPU, the configs marked GPU in the README take "
+                        r"hours: the default recipe \(python -m nanojaxgpt.train\) trains in a few "
+                        r"minutes", notes[0])
+
+
+def test_long_run_note_wording():
+    assert progress.long_run_note(100, 1, 1.0, 30.0, "gpu") is None  # 130 s
+    assert progress.long_run_note(5000, 21, 30.0, 1500.0, "gpu") == (
+        "note: this run takes about 50 h 25 min more: 5000 iterations at 30.00 s and 21 "
+        "evaluations at 1500 s")
+
+
+def test_an_evaluation_advances_its_progress_bar_batch_by_batch(in_data_root):
+    config = parse_args(TINY)
+    sampler, tokenizer = load_data(config, 4)
+    model = GPT.create_instance(GPTConfig.from_training(config, tokenizer.vocab_size), jax.random.key(0))
+    x, y = sampler.batches("val", 7, 1, 0)
+    with progress.eval_bar("val", 7, enabled=True):  # shown after 3 s: not in this test
+        float(evaluate(model, x, y))
+        assert progress._eval_bar.n == 7
+
+
 def test_resume_errors(in_data_root):
     with pytest.raises(CheckpointError, match="no checkpoint in empty"):
         train(parse_args([*TINY, "--out_dir=empty", "--init_from=resume"]))
@@ -133,12 +166,17 @@ def test_compile_false_runs_the_same_steps_without_jit(in_data_root):
 
 
 def test_plot_draws_the_logged_losses(in_data_root):
-    from nanojaxgpt.plot import plot_losses
+    from nanojaxgpt.plot import main as plot_main, plot_losses
 
     train(parse_args([*TINY, "--out_dir=plotted", "--max_iters=4"]))
     path = plot_losses(in_data_root / "plotted")
     assert path == in_data_root / "plotted/loss.png"
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    path.unlink()
+    for argv in (["plotted"], ["--out_dir=plotted"]):  # the folder given either way, as to sample
+        plot_main(argv)
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        path.unlink()
 
 
 def test_a_second_run_loads_its_compiled_programs_from_the_cache(in_data_root):

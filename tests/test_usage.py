@@ -10,6 +10,7 @@ import pytest
 
 from nanojaxgpt.bench import BenchOptions
 from nanojaxgpt.config import KEYS, TrainConfig
+from nanojaxgpt.plot import PlotConfig
 from nanojaxgpt.sample import SampleConfig
 from nanojaxgpt.usage import field_comments
 
@@ -27,7 +28,7 @@ def described_keys(text: str) -> dict[str, str]:
     return dict(re.findall(r"^  --(\w+)=.+? \(\S.*?\)  (\S.*)$", text, re.M))
 
 
-@pytest.mark.parametrize("cls", [TrainConfig, SampleConfig, BenchOptions])
+@pytest.mark.parametrize("cls", [TrainConfig, SampleConfig, BenchOptions, PlotConfig])
 def test_every_key_is_described_beside_its_field(cls):
     comments, _ = field_comments(cls)
     undescribed = {f.name for f in dataclasses.fields(cls)} - set(comments) - {"explicitly_set"}
@@ -51,7 +52,8 @@ def test_sample_and_bench_help_list_their_keys():
 
 
 def test_plot_prepare_and_export_help():
-    assert "OUT_DIR/loss.png" in command_help("plot")
+    plot = command_help("plot")
+    assert "OUT_DIR/loss.png" in plot and set(described_keys(plot)) == {"out_dir"}
     assert "GPT2LMHeadModel.from_pretrained(HF_DIR)" in command_help("export")
     prepare = command_help("prepare")
     for option in ("--name", "--input", "--encoding", "--data-dir", "--num-proc"):
