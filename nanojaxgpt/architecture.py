@@ -8,7 +8,9 @@ the same definitions.
 from dataclasses import dataclass, fields
 
 # the MLPs the model builds by name (nanojaxgpt/model.py's `MLPS`)
-MLP_CHOICES = ("swiglu", "gelu")
+MLP_CHOICES = ("swiglu", "gelu", "relu2")
+# how a token's position enters: GPT-2's learned embeddings, or rotary embeddings in attention
+POSITION_CHOICES = ("learned", "rotary")
 
 # the hub's repositories of OpenAI's four GPT-2 sizes
 PRETRAINED = {
@@ -28,7 +30,13 @@ class GPTConfig:
     n_embd: int = 768
     dropout: float = 0.0
     bias: bool = True  # biases in Linears and LayerNorms, like GPT-2; False is a bit better and faster
-    mlp: str = "swiglu"  # "gelu" is GPT-2's MLP, needed to load its weights
+    mlp: str = "swiglu"  # "gelu" is GPT-2's MLP, needed to load its weights; "relu2" is ReLU^2
+    # the options of the modern recipe (the modded-nanogpt speedrun), off by default
+    pos_emb: str = "learned"  # "rotary": rotary embeddings of queries and keys, no wpe
+    qk_norm: bool = False  # RMS-normalise each head's queries and keys before attention
+    tied_head: bool = True  # the output head is the token embedding matrix, as in GPT-2
+    logit_softcap: float = 0.0  # > 0: logits become cap * tanh(logits / cap)
+    zero_init_proj: bool = False  # residual projections (and an untied head) start at zero
 
     def __post_init__(self):
         """The checks of every model config, the command line's included (it shows the message
@@ -46,6 +54,15 @@ class GPTConfig:
             raise ValueError(f"dropout={self.dropout!r} must be in [0, 1), e.g. --dropout=0.2")
         if self.mlp not in MLP_CHOICES:
             raise ValueError(f"mlp={self.mlp!r} is not one of {', '.join(MLP_CHOICES)}")
+        if self.pos_emb not in POSITION_CHOICES:
+            raise ValueError(f"pos_emb={self.pos_emb!r} is not one of {', '.join(POSITION_CHOICES)}")
+        if self.pos_emb == "rotary" and (self.n_embd // self.n_head) % 2:
+            raise ValueError(
+                f"pos_emb='rotary' needs an even head size, not n_embd/n_head = "
+                f"{self.n_embd // self.n_head}; pick n_embd and n_head to make it even"
+            )
+        if not self.logit_softcap >= 0:
+            raise ValueError(f"logit_softcap={self.logit_softcap!r} must be >= 0 (0 is off)")
 
     @classmethod
     def from_training(cls, config, vocab_size: int) -> "GPTConfig":
@@ -55,5 +72,8 @@ class GPTConfig:
         return cls(**{name: getattr(config, name) for name in names}, vocab_size=vocab_size)
 
 
-# what a checkpoint fixes: resuming with other values is a mistake (dropout may change)
-ARCHITECTURE_KEYS = tuple(f.name for f in fields(GPTConfig) if f.name not in ("vocab_size", "dropout"))
+# what a checkpoint fixes: resuming with other values is a mistake (dropout may change; the
+# initialisation is past)
+ARCHITECTURE_KEYS = tuple(
+    f.name for f in fields(GPTConfig) if f.name not in ("vocab_size", "dropout", "zero_init_proj")
+)

@@ -47,7 +47,12 @@ class TrainConfig:
     n_embd: int = 128  # width of the residual stream
     dropout: float = 0.0  # 0 for pretraining; 0.1 or more when fine-tuning or overfitting
     bias: bool = False  # biases in Linears and LayerNorms, as GPT-2 has
-    mlp: str = "swiglu"  # or 'gelu', GPT-2's MLP
+    mlp: str = "swiglu"  # or 'gelu', GPT-2's MLP, or 'relu2' (ReLU squared)
+    pos_emb: str = "learned"  # 'learned' (GPT-2) or 'rotary' (RoPE on queries and keys)
+    qk_norm: bool = False  # RMS-normalise each head's queries and keys
+    tied_head: bool = True  # the output head is the token embedding matrix; False gives it its own
+    logit_softcap: float = 0.0  # > 0 caps the logits smoothly: cap * tanh(logits / cap)
+    zero_init_proj: bool = False  # start the residual projections (and an untied head) at zero
     # AdamW
     learning_rate: float = 1e-3  # peak learning rate
     max_iters: int = 2000  # training iterations in all
@@ -55,6 +60,10 @@ class TrainConfig:
     beta1: float = 0.9  # AdamW's momentum
     beta2: float = 0.99  # a little bigger than GPT-2's 0.95: few tokens per iteration
     grad_clip: float = 1.0  # clip gradients at this global norm; 0.0 disables
+    # Muon
+    optimizer: str = "adamw"  # or 'muon': Muon for the blocks' matrices, AdamW for the rest
+    muon_learning_rate: float = 0.02  # Muon's peak learning rate, on the same schedule
+    muon_momentum: float = 0.95  # Muon's (Nesterov) momentum
     # learning rate schedule: linear warmup, then cosine decay to min_lr
     decay_lr: bool = True  # False keeps learning_rate constant
     warmup_iters: int = 100  # iterations of linear warmup
@@ -204,7 +213,11 @@ def check_ranges(config: TrainConfig) -> None:
             raise UsageError(f"{key}={getattr(config, key)} must be >= 0")
     if config.learning_rate <= 0:
         raise UsageError(f"learning_rate={config.learning_rate} must be > 0")
-    for key in ("beta1", "beta2"):
+    if config.optimizer not in ("adamw", "muon"):
+        raise UsageError(f"optimizer={config.optimizer!r} is not one of adamw, muon")
+    if config.muon_learning_rate <= 0:
+        raise UsageError(f"muon_learning_rate={config.muon_learning_rate} must be > 0")
+    for key in ("beta1", "beta2", "muon_momentum"):
         if not 0.0 <= getattr(config, key) < 1.0:
             raise UsageError(f"{key}={getattr(config, key)} must be in [0, 1)")
     try:  # the model's keys: GPTConfig's own checks

@@ -38,6 +38,14 @@ def gpt2_incompatibilities(config: GPTConfig) -> list[str]:
     problems = []
     if config.mlp != "gelu":
         problems.append(f"mlp={config.mlp!r} (GPT-2's MLP is 'gelu': train with --mlp=gelu)")
+    if config.pos_emb != "learned":
+        problems.append(f"pos_emb={config.pos_emb!r} (GPT-2 learns its position embeddings)")
+    if config.qk_norm:
+        problems.append("qk_norm=True (GPT-2 has no QK-norm)")
+    if not config.tied_head:
+        problems.append("tied_head=False (the export writes GPT-2's tied output head)")
+    if config.logit_softcap:
+        problems.append(f"logit_softcap={config.logit_softcap} (GPT-2 does not cap its logits)")
     return problems
 
 

@@ -76,27 +76,75 @@ class SwiGLU(eqx.Module):
         return self.dropout(_linear(self.c_proj, jax.nn.silu(gate) * value), key=key)
 
 
+def gelu(x: Array) -> Array:
+    """GPT-2's activation: the tanh approximation of GELU."""
+    return jax.nn.gelu(x, approximate=True)
+
+
+def relu_squared(x: Array) -> Array:
+    """ReLU(x)^2 (So et al. 2021, "Primer"), the modded-nanogpt speedrun's activation."""
+    return jnp.square(jax.nn.relu(x))
+
+
 class MLP(eqx.Module):
-    """GPT-2's MLP: 4*n_embd hidden units with the tanh approximation of GELU."""
+    """GPT-2's MLP: 4*n_embd hidden units, by default with GPT-2's GELU."""
 
     c_fc: eqx.nn.Linear
     c_proj: eqx.nn.Linear
     dropout: eqx.nn.Dropout
+    activation: Callable = eqx.field(static=True)
 
-    def __init__(self, config: "GPTConfig", *, key: PRNGKeyArray):
+    def __init__(self, config: "GPTConfig", activation: Callable = gelu, *, key: PRNGKeyArray):
         fc_key, proj_key = jax.random.split(key)
         hidden = 4 * config.n_embd
         self.c_fc = eqx.nn.Linear(config.n_embd, hidden, use_bias=config.bias, key=fc_key)
         self.c_proj = eqx.nn.Linear(hidden, config.n_embd, use_bias=config.bias, key=proj_key)
         self.dropout = eqx.nn.Dropout(config.dropout)
+        self.activation = activation
 
     def __call__(self, x: Float[Array, "seq embd"], *, key=None) -> Float[Array, "seq embd"]:
-        hidden = jax.nn.gelu(_linear(self.c_fc, x), approximate=True)
+        hidden = self.activation(_linear(self.c_fc, x))
         return self.dropout(_linear(self.c_proj, hidden), key=key)
 
 
 # the MLP of each `GPTConfig.mlp` (its names: architecture.MLP_CHOICES)
-MLPS = {"swiglu": SwiGLU, "gelu": MLP}
+MLPS = {
+    "swiglu": SwiGLU,
+    "gelu": MLP,
+    "relu2": lambda config, *, key: MLP(config, relu_squared, key=key),
+}
+
+
+def no_norm(x: Float[Array, "seq head dim"]) -> Float[Array, "seq head dim"]:
+    return x
+
+
+def rms_norm(x: Float[Array, "seq head dim"]) -> Float[Array, "seq head dim"]:
+    """Each head's vector divided by its root mean square (no gain): QK-norm keeps the
+    attention logits bounded, so higher learning rates stay stable."""
+    x32 = x.astype(jnp.float32)
+    return (x32 * jax.lax.rsqrt(jnp.mean(jnp.square(x32), axis=-1, keepdims=True) + 1e-6)).astype(x.dtype)
+
+
+def no_rotation(x: Float[Array, "seq head dim"], positions: Int[Array, " seq"]) -> Float[Array, "seq head dim"]:
+    return x
+
+
+def rotary(x: Float[Array, "seq head dim"], positions: Int[Array, " seq"]) -> Float[Array, "seq head dim"]:
+    """Rotary position embedding (Su et al. 2021, "RoFormer"): each pair (x_i, x_{i+dim/2})
+    turned by the angle position * 10000^(-2i/dim), so that a query-key product depends on
+    their distance. Applied to queries and keys before the cache stores them."""
+    half = x.shape[-1] // 2
+    frequencies = 10000.0 ** (-jnp.arange(half, dtype=jnp.float32) / half)
+    angles = positions[:, None].astype(jnp.float32) * frequencies  # (seq, half)
+    cos, sin = jnp.cos(angles)[:, None, :], jnp.sin(angles)[:, None, :]
+    x1, x2 = jnp.split(x.astype(jnp.float32), 2, axis=-1)
+    return jnp.concatenate([x1 * cos - x2 * sin, x1 * sin + x2 * cos], axis=-1).astype(x.dtype)
+
+
+# how queries and keys are treated before attention, per `GPTConfig.qk_norm` and `pos_emb`
+QK_NORMS = {False: no_norm, True: rms_norm}
+ROTATIONS = {"learned": no_rotation, "rotary": rotary}
 
 
 # What the backward pass keeps of each block's forward on a CPU: the outputs of its Linear layers
@@ -163,6 +211,8 @@ class CausalSelfAttention(eqx.Module):
     attn_dropout: eqx.nn.Dropout
     resid_dropout: eqx.nn.Dropout
     n_head: int = eqx.field(static=True)
+    qk_norm: Callable = eqx.field(static=True)  # no_norm or rms_norm, per head
+    rotate: Callable = eqx.field(static=True)  # no_rotation or rotary, by position
 
     def __init__(self, config: "GPTConfig", *, key: PRNGKeyArray):
         attn_key, proj_key = jax.random.split(key)
@@ -172,6 +222,8 @@ class CausalSelfAttention(eqx.Module):
         self.attn_dropout = eqx.nn.Dropout(config.dropout)
         self.resid_dropout = eqx.nn.Dropout(config.dropout)
         self.n_head = config.n_head
+        self.qk_norm = QK_NORMS[config.qk_norm]
+        self.rotate = ROTATIONS[config.pos_emb]
 
     def __call__(self, x: Float[Array, "seq embd"], positions: Int[Array, " seq"], *, key=None,
                  cache=None):
@@ -186,6 +238,7 @@ class CausalSelfAttention(eqx.Module):
         attn_key, resid_key = _split(key, 2)
         q, k, v = jnp.split(_linear(self.c_attn, x), 3, axis=-1)
         q, k, v = (t.reshape(seq, self.n_head, head_size) for t in (q, k, v))
+        q, k = (self.rotate(self.qk_norm(t), positions) for t in (q, k))
         new_kv = (k.swapaxes(0, 1), v.swapaxes(0, 1))
         flash = self.takes_flash_attention(q, attn_key)
         if cache is not None:
@@ -265,7 +318,7 @@ def swiglu_hidden_size(n_embd: int) -> int:
 
 class TransformerLayer(eqx.Module):
     wte: eqx.nn.Embedding
-    wpe: eqx.nn.Embedding
+    wpe: eqx.nn.Embedding | None  # None with rotary position embeddings
     drop: eqx.nn.Dropout
     h: Block  # n_layer blocks stacked along a leading axis
     ln_f: eqx.nn.LayerNorm
@@ -273,7 +326,8 @@ class TransformerLayer(eqx.Module):
     def __init__(self, config: GPTConfig, *, key: PRNGKeyArray):
         wte_key, wpe_key, blocks_key = jax.random.split(key, 3)
         self.wte = eqx.nn.Embedding(config.vocab_size, config.n_embd, key=wte_key)
-        self.wpe = eqx.nn.Embedding(config.block_size, config.n_embd, key=wpe_key)
+        learned = config.pos_emb == "learned"
+        self.wpe = eqx.nn.Embedding(config.block_size, config.n_embd, key=wpe_key) if learned else None
         self.drop = eqx.nn.Dropout(config.dropout)
         make_block = lambda k: Block(config, key=k)
         self.h = eqx.filter_vmap(make_block)(jax.random.split(blocks_key, config.n_layer))
@@ -284,20 +338,11 @@ class TransformerLayer(eqx.Module):
         and their keys and values in every layer, (n_layer, n_head, seq, head_size) each. `cache`
         as in `CausalSelfAttention`, stacked over layers, (n_layer, n_head, block_size,
         head_size) each."""
-        if idx.ndim != 1:
-            raise ValueError(
-                f"the model takes one sequence of token ids, shape (seq,), not shape {idx.shape}: "
-                f"for a batch, jax.vmap(model)(idx)"
-            )
-        seq = idx.shape[0]
-        block_size = self.wpe.weight.shape[0]
-        if seq > block_size:
-            raise ValueError(
-                f"Cannot forward a sequence of length {seq}: block_size is only {block_size}"
-            )
         drop_key, blocks_key = _split(key, 2)
-        positions = pos + jnp.arange(seq)
-        x = self.wte.weight[idx] + jax.lax.dynamic_slice_in_dim(self.wpe.weight, pos, seq)
+        positions = pos + jnp.arange(idx.shape[0])
+        x = self.wte.weight[idx]
+        if self.wpe is not None:
+            x = x + jax.lax.dynamic_slice_in_dim(self.wpe.weight, pos, idx.shape[0])
         x = self.drop(x, key=drop_key)
 
         block_arrays, block_static = eqx.partition(self.h, eqx.is_array)
@@ -326,8 +371,13 @@ def gpt2_initialisation(config: GPTConfig) -> list[tuple[Callable, Callable]]:
     """GPT-2's initialisation as (which parameters, how each is drawn), the groups disjoint:
     Linear and Embedding weights N(0, 0.02); the residual projections, the last Linear of
     attention and of the MLP, N(0, 0.02/sqrt(2*n_layer)) so that the residual stream's variance
-    does not grow with depth; Linear biases zero. LayerNorms keep weight 1 and bias 0."""
+    does not grow with depth; Linear biases zero. LayerNorms keep weight 1 and bias 0. With
+    `zero_init_proj` the residual projections and an untied head start at zero instead (the
+    modded-nanogpt speedrun): each block starts as the identity."""
     residual = lambda m: [m.transformer.h.attn.c_proj.weight, m.transformer.h.mlp.c_proj.weight]
+    if config.zero_init_proj:  # and an untied head: every block, and the logits, start at zero
+        residual = lambda m: [m.transformer.h.attn.c_proj.weight, m.transformer.h.mlp.c_proj.weight,
+                              *([] if m.head is None else [m.head.weight])]
 
     def weights(m):
         excluded = residual(m)
@@ -336,11 +386,18 @@ def gpt2_initialisation(config: GPTConfig) -> list[tuple[Callable, Callable]]:
 
     biases = lambda m: [linear.bias for linear in _modules(m, eqx.nn.Linear) if linear.bias is not None]
     residual_std = 0.02 / math.sqrt(2 * config.n_layer)
+    residual_init = lambda p, key: zeros_(p) if config.zero_init_proj else normal_(p, std=residual_std, key=key)
     return [
         (weights, lambda p, key: normal_(p, std=0.02, key=key)),
-        (residual, lambda p, key: normal_(p, std=residual_std, key=key)),
+        (residual, residual_init),
         (biases, lambda p, key: zeros_(p)),
     ]
+
+
+def soft_cap(logits: Float[Array, "seq vocab"], cap: float) -> Float[Array, "seq vocab"]:
+    """`cap * tanh(logits / cap)` in float32 (Gemma 2; the modded-nanogpt speedrun): logits
+    stay within (-cap, cap), smoothly. `cap=0` leaves them as they are."""
+    return logits if cap == 0 else cap * jnp.tanh(logits.astype(jnp.float32) / cap)
 
 
 class GPT(eqx.Module):
@@ -349,12 +406,15 @@ class GPT(eqx.Module):
     the modules that implement them: this module imports neither."""
 
     transformer: TransformerLayer
+    head: eqx.nn.Linear | None  # the untied output head; None: the token embedding matrix
     config: GPTConfig  # a hashable leaf: filter_jit treats it as static, tree_at can replace it
 
     def __init__(self, config: GPTConfig, *, key: PRNGKeyArray):
         """Equinox's default initialisation; `GPT.create_instance` gives GPT-2's."""
         self.config = config
         self.transformer = TransformerLayer(config, key=key)
+        self.head = None if config.tied_head else eqx.nn.Linear(
+            config.n_embd, config.vocab_size, use_bias=False, key=jax.random.fold_in(key, 1))
 
     @classmethod
     def create_instance(cls, config: GPTConfig, key: PRNGKeyArray) -> "GPT":
@@ -370,18 +430,30 @@ class GPT(eqx.Module):
         return model
 
     def __call__(self, idx: Int[Array, " seq"], *, key=None) -> Float[Array, "seq vocab"]:
+        if idx.ndim != 1:
+            raise ValueError(
+                f"the model takes one sequence of token ids, shape (seq,), not shape {idx.shape}: "
+                f"for a batch, jax.vmap(model)(idx)"
+            )
+        if idx.shape[0] > self.config.block_size:
+            raise ValueError(
+                f"Cannot forward a sequence of length {idx.shape[0]}: block_size is only "
+                f"{self.config.block_size}"
+            )
         x, _ = self.transformer(idx, key=key)
         return self.lm_head(x)
 
     def lm_head(self, x: Float[Array, "seq embd"]) -> Float[Array, "seq vocab"]:
-        """The output projection, tied to the token embedding matrix."""
-        return dense(x, self.transformer.wte.weight)
+        """The output projection: the token embedding matrix itself (GPT-2's weight tying) or,
+        with `tied_head=False`, a matrix of its own; then the soft cap, if any."""
+        weight = self.transformer.wte.weight if self.head is None else self.head.weight
+        return soft_cap(dense(x, weight), self.config.logit_softcap)
 
     def get_num_params(self, non_embedding: bool = True) -> int:
         """Parameter count; the position embeddings are left out by default, as in nanoGPT
         (the token embeddings stay in: they are also the output layer)."""
         n_params = sum(p.size for _, p in named_parameters(self))
-        if non_embedding:
+        if non_embedding and self.transformer.wpe is not None:
             n_params -= self.transformer.wpe.weight.size
         return n_params
 
@@ -394,6 +466,8 @@ class GPT(eqx.Module):
                 f"the model's current block_size"
             )
         config = GPTConfig(**{**self.config.__dict__, "block_size": block_size})
+        if self.transformer.wpe is None:  # rotary embeddings hold no table to crop
+            return eqx.tree_at(lambda m: m.config, self, config)
         wpe = self.transformer.wpe.weight[:block_size]
         return eqx.tree_at(lambda m: (m.transformer.wpe.weight, m.config), self, (wpe, config))
 

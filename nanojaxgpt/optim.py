@@ -1,17 +1,19 @@
-"""The optimizer: nanoGPT's AdamW and learning-rate schedule, with gradient clipping.
+"""The optimizer: nanoGPT's AdamW and learning-rate schedule, with gradient clipping, or Muon
+for the blocks' matrices beside AdamW for the rest (`optimizer='muon'`).
 
 Which parameters are which is read from the model's structure (`param_groups`): the blocks'
-weight matrices, the embeddings (the token embedding is also the output head), and the gains
-and biases. AdamW decays the first two, as nanoGPT decays its 2-D parameters; an optimizer for
-the hidden matrices alone (Muon) can take its share from the same labels. The blocks are stacked
-along a leading layer axis, so a block's matrix is 3-D here: counting dimensions per layer, not
-per array, is what makes the labels right.
+weight matrices, the embeddings and the output head, and the gains and biases. AdamW decays the
+first two, as nanoGPT decays its 2-D parameters; Muon takes the hidden matrices from the same
+labels. The blocks are stacked along a leading layer axis, so a block's matrix is 3-D here:
+counting dimensions per layer, not per array, is what makes the labels right, and Muon is told
+that the layer axis is a batch axis (`BLOCK_MATRIX`), so it orthogonalises each layer's matrix.
 """
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import optax
+from optax.contrib import MuonDimensionNumbers, muon
 
 HIDDEN_MATRIX, EMBEDDING, GAIN_OR_BIAS = "hidden matrix", "embedding", "gain or bias"
 
@@ -45,11 +47,37 @@ def learning_rate_at(it, config):
     )
 
 
+# a block's Linear weight is (layer, out, in): x @ W.T reduces over `in`; `layer` is a batch axis
+BLOCK_MATRIX = MuonDimensionNumbers(reduction_axis=2, output_axis=1)
+
+
+def adamw_for_all(model, config) -> optax.GradientTransformation:
+    """nanoGPT's optimizer: AdamW with the schedule for every parameter."""
+    schedule = lambda count: learning_rate_at(count, config)
+    return adamw(model, config.weight_decay, schedule, (config.beta1, config.beta2))
+
+
+def muon_and_adamw(model, config) -> optax.GradientTransformation:
+    """Muon (Jordan et al. 2024; optax.contrib.muon) for the blocks' weight matrices: momentum
+    orthogonalised by Newton-Schulz iterations, at muon_learning_rate on the same schedule's
+    shape. The embeddings, an untied head, the gains and the biases keep AdamW."""
+    ratio = config.muon_learning_rate / config.learning_rate
+    schedule = lambda count: learning_rate_at(count, config) * ratio
+    labels = jax.tree.map(lambda group: "muon" if group == HIDDEN_MATRIX else "adamw", param_groups(model))
+    hidden = muon(schedule, beta=config.muon_momentum, weight_decay=config.weight_decay,
+                  muon_weight_dimension_numbers=BLOCK_MATRIX)
+    # the labels are a GPT, which is callable: given as a function, so optax does not call it
+    return optax.multi_transform({"muon": hidden, "adamw": adamw_for_all(model, config)}, lambda _: labels)
+
+
+# the optimizer of each `optimizer` key
+OPTIMIZERS = {"adamw": adamw_for_all, "muon": muon_and_adamw}
+
+
 def make_optimizer(model, config) -> optax.GradientTransformation:
-    """The training config's optimizer: clipping at grad_clip (0 disables it), then AdamW with
-    the schedule."""
-    optimizer = adamw(model, config.weight_decay, lambda count: learning_rate_at(count, config),
-                      (config.beta1, config.beta2))
+    """The training config's optimizer: clipping at grad_clip (0 disables it), then the
+    `optimizer` with the schedule."""
+    optimizer = OPTIMIZERS[config.optimizer](model, config)
     if config.grad_clip == 0.0:
         return optimizer
     return optax.chain(optax.clip_by_global_norm(config.grad_clip), optimizer)

@@ -1,7 +1,11 @@
-"""Plot a run's losses: `python -m nanojaxgpt.plot [OUT_DIR]` writes OUT_DIR/loss.png.
+"""Plot losses: `python -m nanojaxgpt.plot [OUT_DIR]` writes OUT_DIR/loss.png, the run's losses
+against iterations; `python -m nanojaxgpt.plot OUT_DIR OUT_DIR ...` writes val_loss_vs_time.png,
+the val loss of each run against wall-clock seconds on one figure (the picture for choosing a
+recipe: loss per second).
 
 Reads OUT_DIR/metrics.jsonl, which training appends to: the per-iteration training loss of the
-log lines and the train/val losses of each evaluation. Needs matplotlib (`pip install -e ".[plot]"`).
+log lines and the train/val losses of each evaluation, each with its time. Needs matplotlib
+(`pip install -e ".[plot]"`).
 """
 
 import json
@@ -16,6 +20,7 @@ from nanojaxgpt.usage import describe
 @dataclass(frozen=True)
 class PlotConfig:
     out_dir: str = "out-shakespeare-char"  # the run to plot (also the first argument, OUT_DIR)
+    output: str = "val_loss_vs_time.png"  # the figure of several runs (OUT_DIR OUT_DIR ...)
 
 
 def read_metrics(out_dir: Path) -> list[dict]:
@@ -26,7 +31,7 @@ def read_metrics(out_dir: Path) -> list[dict]:
         return [json.loads(line) for line in f if line.strip()]
 
 
-def plot_losses(out_dir: Path) -> Path:
+def pyplot():
     try:
         import matplotlib
 
@@ -34,6 +39,11 @@ def plot_losses(out_dir: Path) -> Path:
         import matplotlib.pyplot as plt
     except ImportError:
         raise UsageError('plotting needs matplotlib: pip install -e ".[plot]"') from None
+    return plt
+
+
+def plot_losses(out_dir: Path) -> Path:
+    plt = pyplot()
     records = read_metrics(out_dir)
     logs = [r for r in records if "loss" in r]
     evals = [r for r in records if "val_loss" in r]
@@ -52,17 +62,44 @@ def plot_losses(out_dir: Path) -> Path:
     return path
 
 
+def plot_val_loss_vs_time(out_dirs: list[Path], path: Path) -> Path:
+    """Each run's val loss against the wall-clock seconds since it started, on one figure."""
+    plt = pyplot()
+    runs = {out_dir: [r for r in read_metrics(out_dir) if "val_loss" in r] for out_dir in out_dirs}
+    untimed = [str(d) for d, evals in runs.items() if any("time_s" not in r for r in evals)]
+    if untimed:
+        raise RuntimeFailure(f"{', '.join(untimed)}: metrics.jsonl has no times (written before "
+                             f"nanojaxgpt logged them); train again to plot against time")
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for out_dir, evals in runs.items():
+        ax.plot([r["time_s"] for r in evals], [r["val_loss"] for r in evals], "o-", label=str(out_dir))
+    ax.set_xlabel("wall-clock seconds (loading and compiling included)")
+    ax.set_ylabel("val loss")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
 def main(argv: list[str]) -> None:
+    folders = [arg for arg in argv if not arg.startswith("--") and "=" not in arg]
+    if len(folders) > 1:
+        options = [arg for arg in argv if arg not in folders]
+        config = PlotConfig(**read_overrides(options, PlotConfig(), config_files=False))
+        print(f"wrote {plot_val_loss_vs_time([Path(f) for f in folders], Path(config.output))}")
+        return
     config = PlotConfig(**read_overrides(out_dir_argument(argv, "plot"), PlotConfig(), config_files=False))
     print(f"wrote {plot_losses(Path(config.out_dir))}")
 
 
 def usage() -> str:
     return describe(
-        PlotConfig, "python -m nanojaxgpt.plot [OUT_DIR] [--key=value ...]",
-        "Draw OUT_DIR/loss.png from OUT_DIR/metrics.jsonl (what training logs): the training loss\n"
-        "of each logged iteration and the train and val losses of each evaluation. Needs\n"
-        'matplotlib: pip install -e ".[plot]".',
+        PlotConfig, "python -m nanojaxgpt.plot [OUT_DIR ...] [--key=value ...]",
+        "One run: draw OUT_DIR/loss.png from OUT_DIR/metrics.jsonl (what training logs), the\n"
+        "training loss of each logged iteration and the train and val losses of each evaluation.\n"
+        "Several runs: draw each one's val loss against wall-clock seconds into --output.\n"
+        'Needs matplotlib: pip install -e ".[plot]".',
     )
 
 

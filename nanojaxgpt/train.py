@@ -170,9 +170,12 @@ def check_resumed_config(config: TrainConfig, checkpoint_config: dict) -> None:
 
 
 class MetricsLog:
-    """nanoGPT's log lines on stdout (above the progress bar), and JSON lines in out_dir."""
+    """nanoGPT's log lines on stdout (above the progress bar), and JSON lines in out_dir, each
+    with `time_s`, the wall-clock seconds since the run started (loading and compiling
+    included): what `nanojaxgpt.seeds` and `nanojaxgpt.plot` put loss against."""
 
     def __init__(self, config: TrainConfig, enabled: bool = True):
+        self.started = time.time()
         self.path = Path(config.out_dir) / "metrics.jsonl"
         self.enabled = enabled
         self.wandb = None
@@ -193,7 +196,7 @@ class MetricsLog:
         if not self.enabled:
             return
         tqdm.write(line)
-        self._append(record)
+        self._append({**record, "time_s": round(time.time() - self.started, 3)})
         if self.wandb is not None and "val_loss" in record:
             self.wandb.log({"iter": record["iter"], "train/loss": record["train_loss"],
                             "val/loss": record["val_loss"], "lr": record["lr"]})

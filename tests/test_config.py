@@ -107,7 +107,8 @@ def test_keys_are_nanogpts_plus_ours():
     }
     keys = set(TrainConfig.__dataclass_fields__) - {"explicitly_set"}
     ours = {"mlp", "seed", "fsdp", "coordinator_address", "num_processes", "process_id",
-            "deterministic", "compile_cache", "overwrite_checkpoint"}
+            "deterministic", "compile_cache", "overwrite_checkpoint", "pos_emb", "qk_norm", "tied_head",
+            "logit_softcap", "zero_init_proj", "optimizer", "muon_learning_rate", "muon_momentum"}
     assert keys == nanogpt_keys | ours
 
 
@@ -115,4 +116,5 @@ def test_every_model_field_is_a_training_key_and_the_default_is_the_cpu_recipe()
     config = GPTConfig.from_training(TrainConfig(), vocab_size=65)
     assert config == GPTConfig(n_layer=4, n_head=4, n_embd=128, block_size=64, vocab_size=65,
                                dropout=0.0, bias=False, mlp="swiglu")
-    assert set(ARCHITECTURE_KEYS) == {"block_size", "n_layer", "n_head", "n_embd", "bias", "mlp"}
+    assert set(ARCHITECTURE_KEYS) == {"block_size", "n_layer", "n_head", "n_embd", "bias", "mlp",
+                                      "pos_emb", "qk_norm", "tied_head", "logit_softcap"}

@@ -39,7 +39,7 @@ def metrics(out_dir) -> list[dict]:
 
 def losses_only(records: list[dict]) -> list[dict]:
     """The records without their timings, which differ from run to run."""
-    return [{k: v for k, v in r.items() if k not in ("time_ms", "mfu")} for r in records]
+    return [{k: v for k, v in r.items() if k not in ("time_ms", "mfu", "time_s")} for r in records]
 
 
 def test_short_default_run_prepares_data_and_learns(in_data_root, capsys):

@@ -53,7 +53,7 @@ def test_sample_and_bench_help_list_their_keys():
 
 def test_plot_prepare_and_export_help():
     plot = command_help("plot")
-    assert "OUT_DIR/loss.png" in plot and set(described_keys(plot)) == {"out_dir"}
+    assert "OUT_DIR/loss.png" in plot and set(described_keys(plot)) == {"out_dir", "output"}
     assert "GPT2LMHeadModel.from_pretrained(HF_DIR)" in command_help("export")
     prepare = command_help("prepare")
     for option in ("--name", "--input", "--encoding", "--data-dir", "--num-proc"):
