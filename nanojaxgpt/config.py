@@ -64,6 +64,7 @@ class TrainConfig:
     optimizer: str = "adamw"  # or 'muon': Muon for the blocks' matrices, AdamW for the rest
     muon_learning_rate: float = 0.02  # Muon's peak learning rate, on the same schedule
     muon_momentum: float = 0.95  # Muon's (Nesterov) momentum
+    muon_ns_steps: int = 5  # Newton-Schulz iterations per update (each costs ~3 matmuls a matrix)
     # learning rate schedule: linear warmup, then cosine decay to min_lr
     decay_lr: bool = True  # False keeps learning_rate constant
     warmup_iters: int = 100  # iterations of linear warmup
@@ -202,7 +203,7 @@ def check_ranges(config: TrainConfig) -> None:
         if isinstance(getattr(config, key), float) and not math.isfinite(getattr(config, key)):
             raise UsageError(f"{key}={getattr(config, key)} must be a finite number")
     positive = ("eval_interval", "log_interval", "eval_iters", "gradient_accumulation_steps",
-                "batch_size", "num_processes")
+                "batch_size", "num_processes", "muon_ns_steps")
     for key in positive:
         if getattr(config, key) <= 0:
             raise UsageError(f"{key}={getattr(config, key)} must be a positive integer")

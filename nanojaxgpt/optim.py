@@ -64,8 +64,8 @@ def muon_and_adamw(model, config) -> optax.GradientTransformation:
     ratio = config.muon_learning_rate / config.learning_rate
     schedule = lambda count: learning_rate_at(count, config) * ratio
     labels = jax.tree.map(lambda group: "muon" if group == HIDDEN_MATRIX else "adamw", param_groups(model))
-    hidden = muon(schedule, beta=config.muon_momentum, weight_decay=config.weight_decay,
-                  muon_weight_dimension_numbers=BLOCK_MATRIX)
+    hidden = muon(schedule, ns_steps=config.muon_ns_steps, beta=config.muon_momentum,
+                  weight_decay=config.weight_decay, muon_weight_dimension_numbers=BLOCK_MATRIX)
     # the labels are a GPT, which is callable: given as a function, so optax does not call it
     return optax.multi_transform({"muon": hidden, "adamw": adamw_for_all(model, config)}, lambda _: labels)
 

@@ -8,15 +8,20 @@ import sys
 import pytest
 
 
-def test_bench_prints_and_writes_its_figures(tmp_path):
+@pytest.mark.parametrize("options, mlp", [
+    ([], "swiglu"),
+    (["--optimizer=muon", "--pos_emb=rotary", "--qk_norm=True", "--mlp=relu2", "--tied_head=False",
+      "--logit_softcap=30", "--zero_init_proj=True"], "relu2"),
+], ids=["default", "modern"])
+def test_bench_prints_and_writes_its_figures(tmp_path, options, mlp):
     result = subprocess.run(
         [sys.executable, "-m", "nanojaxgpt.bench", "--n_layer=1", "--n_head=2", "--n_embd=32",
          "--block_size=16", "--batch_size=2", "--num_steps=2", "--warmup_steps=1",
-         f"--json_out={tmp_path / 'bench.json'}"],
+         f"--json_out={tmp_path / 'bench.json'}", *options],
         cwd=tmp_path, capture_output=True, text=True, check=True,
     )
     out = result.stdout
-    assert "1 layers, 2 heads, 32 embd, block 16, batch 2x1, mlp swiglu, float32 on cpu" in out
+    assert f"1 layers, 2 heads, 32 embd, block 16, batch 2x1, mlp {mlp}, float32 on cpu" in out
     assert re.search(r"^compile \(the training step, ahead of time\): \d+\.\d\ds$", out, re.M)
     assert re.search(r"^memory: the training step needs \d+ MiB per device", out, re.M)
     assert re.search(r"^time per iteration: \d+\.\d\dms, [\d,]+ tokens/s$", out, re.M)

@@ -61,7 +61,13 @@ def test_config_file_then_overrides_in_order(tmp_path):
         (["--n_embd=100", "--n_head=3"], "n_embd=100 is not divisible by n_head=3"),
         (["--n_layer"], "--n_layer: overrides take the form --key=value"),
         (["--init_from=gpt3"], "init_from='gpt3' is not one of scratch, resume, gpt2, gpt2-medium"),
-        (["--mlp=relu"], "mlp='relu' is not one of swiglu, gelu"),
+        (["--mlp=relu"], "mlp='relu' is not one of swiglu, gelu, relu2"),
+        (["--pos_emb=alibi"], "pos_emb='alibi' is not one of learned, rotary"),
+        (["--pos_emb=rotary", "--n_embd=132", "--n_head=4"], "pos_emb='rotary' needs an even head size"),
+        (["--logit_softcap=-1"], r"logit_softcap=-1.0 must be >= 0 \(0 is off\)"),
+        (["--optimizer=sgd"], "optimizer='sgd' is not one of adamw, muon"),
+        (["--muon_learning_rate=0"], "muon_learning_rate=0.0 must be > 0"),
+        (["--muon_momentum=1"], r"muon_momentum=1.0 must be in \[0, 1\)"),
         (["no_such_config.py"], "config file no_such_config.py does not exist"),
     ],
 )
@@ -108,7 +114,7 @@ def test_keys_are_nanogpts_plus_ours():
     keys = set(TrainConfig.__dataclass_fields__) - {"explicitly_set"}
     ours = {"mlp", "seed", "fsdp", "coordinator_address", "num_processes", "process_id",
             "deterministic", "compile_cache", "overwrite_checkpoint", "pos_emb", "qk_norm", "tied_head",
-            "logit_softcap", "zero_init_proj", "optimizer", "muon_learning_rate", "muon_momentum"}
+            "logit_softcap", "zero_init_proj", "optimizer", "muon_learning_rate", "muon_momentum", "muon_ns_steps"}
     assert keys == nanogpt_keys | ours
 
 

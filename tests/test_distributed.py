@@ -93,6 +93,19 @@ def test_data_parallel_and_fsdp_match_one_device(data_root):
             assert losses[it] == pytest.approx(expected[it], abs=1e-5), (run, it)
 
 
+def test_fsdp_matches_one_device_with_every_modern_option(data_root):
+    modern = ["--optimizer=muon", "--pos_emb=rotary", "--qk_norm=True", "--mlp=relu2",
+              "--tied_head=False", "--logit_softcap=30", "--zero_init_proj=True", "--max_iters=5"]
+    single = start(data_root, 1, "--out_dir=single", *modern)
+    fsdp = start(data_root, 4, "--out_dir=fsdp", "--fsdp=True", *modern)
+    finish(single), finish(fsdp)
+    expected = step_losses(data_root, "single")
+    losses = step_losses(data_root, "fsdp")
+    assert sorted(losses) == sorted(expected) == [0, 1, 2, 3, 4]
+    for it in expected:
+        assert losses[it] == pytest.approx(expected[it], abs=1e-4), it
+
+
 def test_sequences_that_do_not_split_like_nanogpts_still_train_on_any_device_count(data_root):
     """12 sequences per iteration in one micro-batch (the default's split) cannot be nanoGPT's
     12 per device on several devices: they split over the devices instead (or over the most
@@ -152,9 +165,12 @@ def test_bfloat16_compute_stays_close_to_float32(data_root, monkeypatch):
     assert abs(val["bf16"] - val["f32"]) < 0.05
 
 
-def test_float16_skips_an_overflowing_step_and_lowers_the_scale():
-    config = parse_args(["--n_layer=1", "--n_head=2", "--n_embd=16"])
-    model = GPT.create_instance(GPTConfig(n_layer=1, n_head=2, n_embd=16, block_size=8, vocab_size=11), jax.random.key(0))
+@pytest.mark.parametrize("options", [[], ["--optimizer=muon", "--pos_emb=rotary", "--qk_norm=True",
+                                            "--tied_head=False", "--logit_softcap=30"]],
+                         ids=["default", "modern"])
+def test_float16_skips_an_overflowing_step_and_lowers_the_scale(options):
+    config = parse_args(["--n_layer=1", "--n_head=2", "--n_embd=16", "--block_size=8", *options])
+    model = GPT.create_instance(GPTConfig.from_training(config, vocab_size=11), jax.random.key(0))
     optimizer = make_optimizer(model, config)
     opt_state = optimizer.init(eqx.filter(model, eqx.is_inexact_array))
     x = jax.random.randint(jax.random.key(1), (1, 2, 8), 0, 11)

@@ -62,9 +62,13 @@ def test_samples_are_decoded_with_meta_and_separated_like_nanogpt(trained_run, c
     assert len(set(samples)) == 3  # one batch, independent draws
 
 
-def test_a_checkpoint_with_its_vocabulary_samples_from_any_directory(
-    tmp_path, monkeypatch, char_model, capsys
-):
+MODERN = dict(pos_emb="rotary", qk_norm=True, mlp="relu2", tied_head=False, logit_softcap=30.0)
+
+
+@pytest.mark.parametrize("options", [{}, MODERN], ids=["default", "modern"])
+def test_a_checkpoint_with_its_vocabulary_samples_from_any_directory(tmp_path, monkeypatch, capsys, options):
+    config = GPTConfig(n_layer=2, n_head=2, n_embd=16, block_size=16, vocab_size=len(set(TEXT)), **options)
+    char_model = eqx.filter_jit(lambda key: GPT.create_instance(config, key))(jax.random.key(0))
     tokenizer = CharTokenizer.from_text(TEXT)
     state = {"iter_num": 10, "best_val_loss": 2.0, "config": {"dataset": "shakespeare_char"},
              "tokenizer": tokenizer.record()}

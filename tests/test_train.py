@@ -63,10 +63,16 @@ def test_short_default_run_prepares_data_and_learns(in_data_root, capsys):
     assert tokenizer == load_tokenizer("data/shakespeare_char") and tokenizer.vocab_size == 65
 
 
-def test_resume_continues_bit_identically(in_data_root):
-    train(parse_args([*TINY, "--out_dir=straight", "--max_iters=12"]))
-    train(parse_args([*TINY, "--out_dir=split", "--max_iters=6"]))
-    train(parse_args([*TINY, "--out_dir=split", "--max_iters=12", "--init_from=resume"]))
+# every option of the modern recipe on, Muon included
+MODERN = ["--optimizer=muon", "--pos_emb=rotary", "--qk_norm=True", "--mlp=relu2", "--tied_head=False",
+          "--logit_softcap=30", "--zero_init_proj=True"]
+
+
+@pytest.mark.parametrize("options", [[], MODERN], ids=["default", "modern"])
+def test_resume_continues_bit_identically(in_data_root, options):
+    train(parse_args([*TINY, *options, "--out_dir=straight", "--max_iters=12"]))
+    train(parse_args([*TINY, *options, "--out_dir=split", "--max_iters=6"]))
+    train(parse_args([*TINY, *options, "--out_dir=split", "--max_iters=12", "--init_from=resume"]))
     for name in ("model.eqx", "optimizer.eqx"):
         assert (in_data_root / "straight" / name).read_bytes() == (in_data_root / "split" / name).read_bytes()
     straight = losses_only(metrics("straight"))
@@ -177,6 +183,11 @@ def test_plot_draws_the_logged_losses(in_data_root):
         plot_main(argv)
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         path.unlink()
+    # several runs: their val loss against wall-clock seconds, on one figure
+    train(parse_args([*TINY, "--out_dir=other", "--max_iters=4", "--optimizer=muon"]))
+    assert all(r["time_s"] > 0 for r in metrics("other"))
+    plot_main(["plotted", "other", "--output=both.png"])
+    assert (in_data_root / "both.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_a_second_run_loads_its_compiled_programs_from_the_cache(in_data_root):
