@@ -17,6 +17,10 @@ Notable choices:
   `mlp="gelu"` is GPT-2's own MLP (tanh GELU), needed to load its weights.
 - The output projection is the token embedding matrix itself (weight tying): one array, one
   gradient that sums both uses.
+- The modern recipe's options (rotary embeddings, QK-norm, ReLU^2, an untied head, soft-capped
+  logits, zero-initialised projections) are off by default; each is chosen once, at
+  construction, from a table (`MLPS`, `QK_NORMS`, `ROTATIONS`, `gpt2_initialisation`) or by one
+  field (`TransformerLayer.wpe`, `GPT.head`).
 """
 
 import math
@@ -374,10 +378,11 @@ def gpt2_initialisation(config: GPTConfig) -> list[tuple[Callable, Callable]]:
     does not grow with depth; Linear biases zero. LayerNorms keep weight 1 and bias 0. With
     `zero_init_proj` the residual projections and an untied head start at zero instead (the
     modded-nanogpt speedrun): each block starts as the identity."""
-    residual = lambda m: [m.transformer.h.attn.c_proj.weight, m.transformer.h.mlp.c_proj.weight]
-    if config.zero_init_proj:  # and an untied head: every block, and the logits, start at zero
-        residual = lambda m: [m.transformer.h.attn.c_proj.weight, m.transformer.h.mlp.c_proj.weight,
-                              *([] if m.head is None else [m.head.weight])]
+
+    def residual(m):
+        projections = [m.transformer.h.attn.c_proj.weight, m.transformer.h.mlp.c_proj.weight]
+        zeroed_head = [m.head.weight] if config.zero_init_proj and m.head is not None else []
+        return projections + zeroed_head
 
     def weights(m):
         excluded = residual(m)

@@ -27,7 +27,7 @@ def small_model(**overrides) -> GPT:
 
 
 def test_every_mlp_choice_has_its_module():
-    assert tuple(MLPS) == MLP_CHOICES == ("swiglu", "gelu")
+    assert tuple(MLPS) == MLP_CHOICES == ("swiglu", "gelu", "relu2")
 
 
 @pytest.mark.parametrize("mlp", MLP_CHOICES)

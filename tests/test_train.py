@@ -162,8 +162,10 @@ def test_learning_rate_schedule_is_nanogpts():
 
 
 def test_compile_false_runs_the_same_steps_without_jit(in_data_root):
-    train(parse_args([*TINY, "--out_dir=jit", "--max_iters=2", "--eval_interval=100"]))
-    main([*TINY, "--out_dir=nojit", "--max_iters=2", "--eval_interval=100", "--compile=False"])
+    # one layer and one micro-batch: op by op, every op costs its dispatch
+    short = [*TINY, "--max_iters=2", "--eval_interval=100", "--n_layer=1", "--gradient_accumulation_steps=1"]
+    train(parse_args([*short, "--out_dir=jit"]))
+    main([*short, "--out_dir=nojit", "--compile=False"])
     jit, nojit = losses_only(metrics("jit")), losses_only(metrics("nojit"))
     assert [r["iter"] for r in jit] == [r["iter"] for r in nojit] == [0, 0, 1, 2]
     for a, b in zip(jit, nojit):
