@@ -5,6 +5,7 @@ exits 2 for usage errors, 1 for runtime failures and 130 for Ctrl-C; `--debug` s
 `-h` / `--help` prints the command's usage and exits 0.
 """
 
+import os
 import sys
 import traceback
 
@@ -33,7 +34,10 @@ def run_main(main, argv: list[str] | None = None, usage=None) -> None:
     `-h` or `--help`, print `usage()` instead."""
     argv = sys.argv[1:] if argv is None else argv
     if usage is not None and ("-h" in argv or "--help" in argv):
-        print(usage())
+        try:
+            print(usage(), flush=True)
+        except BrokenPipeError:  # `--help | head`: the reader has what it wanted
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return
     debug = "--debug" in argv
     argv = [arg for arg in argv if arg != "--debug"]

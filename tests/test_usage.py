@@ -55,6 +55,15 @@ def test_plot_prepare_and_export_help():
     plot = command_help("plot")
     assert "OUT_DIR/loss.png" in plot and set(described_keys(plot)) == {"out_dir", "output"}
     assert "GPT2LMHeadModel.from_pretrained(HF_DIR)" in command_help("export")
+    assert "--compare=" in command_help("seeds") and "Welch" in command_help("seeds", "-h")
     prepare = command_help("prepare")
     for option in ("--name", "--input", "--encoding", "--data-dir", "--num-proc"):
         assert option in prepare
+
+
+def test_help_into_a_closed_pipe_is_quiet():
+    """`--help | head`: the reader stops early; the command exits 0 without a traceback."""
+    process = subprocess.Popen([sys.executable, "-m", "nanojaxgpt.train", "--help"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process.stdout.close()  # nothing will be read
+    assert (process.wait(), process.stderr.read()) == (0, b"")
