@@ -87,6 +87,8 @@ class TrainConfig:
     explicitly_set: frozenset = field(default=frozenset(), repr=False, compare=False)
 
 
+# the optimizers nanojaxgpt/optim.py builds by name (its `OPTIMIZERS`)
+OPTIMIZER_CHOICES = ("adamw", "muon")
 KEYS = [f.name for f in dataclasses.fields(TrainConfig) if f.name != "explicitly_set"]
 DEFAULTS = TrainConfig()
 
@@ -214,8 +216,8 @@ def check_ranges(config: TrainConfig) -> None:
             raise UsageError(f"{key}={getattr(config, key)} must be >= 0")
     if config.learning_rate <= 0:
         raise UsageError(f"learning_rate={config.learning_rate} must be > 0")
-    if config.optimizer not in ("adamw", "muon"):
-        raise UsageError(f"optimizer={config.optimizer!r} is not one of adamw, muon")
+    if config.optimizer not in OPTIMIZER_CHOICES:
+        raise UsageError(f"optimizer={config.optimizer!r} is not one of {', '.join(OPTIMIZER_CHOICES)}")
     if config.muon_learning_rate <= 0:
         raise UsageError(f"muon_learning_rate={config.muon_learning_rate} must be > 0")
     for key in ("beta1", "beta2", "muon_momentum"):

@@ -70,7 +70,7 @@ def muon_and_adamw(model, config) -> optax.GradientTransformation:
     return optax.multi_transform({"muon": hidden, "adamw": adamw_for_all(model, config)}, lambda _: labels)
 
 
-# the optimizer of each `optimizer` key
+# the optimizer of each `optimizer` key (its names: config.OPTIMIZER_CHOICES)
 OPTIMIZERS = {"adamw": adamw_for_all, "muon": muon_and_adamw}
 
 

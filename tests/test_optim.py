@@ -8,8 +8,8 @@ import numpy as np
 
 from helpers.eqx import named_parameters
 from nanojaxgpt import GPT, GPTConfig
-from nanojaxgpt.config import parse_args
-from nanojaxgpt.optim import EMBEDDING, GAIN_OR_BIAS, HIDDEN_MATRIX, make_optimizer, param_groups
+from nanojaxgpt.config import OPTIMIZER_CHOICES, parse_args
+from nanojaxgpt.optim import EMBEDDING, GAIN_OR_BIAS, HIDDEN_MATRIX, OPTIMIZERS, make_optimizer, param_groups
 
 
 def test_parameter_groups_count_dimensions_per_layer():
@@ -52,6 +52,10 @@ def test_muon_orthogonalises_each_layers_matrix_and_leaves_the_rest_to_adamw():
     for where in (lambda m: m.transformer.wte.weight, lambda m: m.head.weight,
                   lambda m: m.transformer.h.ln_1.weight, lambda m: m.transformer.ln_f.weight):
         np.testing.assert_array_equal(where(updates["muon"]), where(updates["adamw"]))
+
+
+def test_every_optimizer_choice_is_built():
+    assert tuple(OPTIMIZERS) == OPTIMIZER_CHOICES == ("adamw", "muon")
 
 
 def test_the_untied_head_is_decayed_like_an_embedding():
