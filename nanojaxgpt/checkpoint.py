@@ -191,11 +191,11 @@ def load_model_and_tokenizer(out_dir: str | os.PathLike, verbose: bool = False) 
     """The trained model in `out_dir` (inference mode) and its tokenizer, from any directory:
     `tokenizer.decode(model.generate(...))` is text. `verbose` prints nanoGPT's line saying
     where the vocabulary came from."""
-    state = read_checkpoint_state(out_dir)
+    model, state = load_checkpoint(out_dir)  # the files' hashes checked once
+    model = eqx.nn.inference_mode(model)
     tokenizer, source = checkpoint_tokenizer(out_dir, state)
     if verbose:
         print(f"Loading meta from {source}..." if source else "No meta.pkl found, assuming GPT-2 encodings...")
-    model = load_model(out_dir)
     if tokenizer.vocab_size > model.config.vocab_size:
         dataset = state.get("config", {}).get("dataset")
         found = (

@@ -150,10 +150,15 @@ def read_overrides(argv: list[str], defaults, config_files: bool = True, optiona
     return values
 
 
+def folder_arguments(argv: list[str]) -> list[str]:
+    """The arguments that name run folders (OUT_DIR): not `--key=value`, no `=`."""
+    return [arg for arg in argv if not arg.startswith("--") and "=" not in arg]
+
+
 def out_dir_argument(argv: list[str], command: str) -> list[str]:
-    """`argv` with a lone OUT_DIR (not `--key=value`, no `=`) read as `--out_dir=OUT_DIR`: the
-    sampling and plotting commands take the run's folder either way."""
-    folders = [arg for arg in argv if not arg.startswith("--") and "=" not in arg]
+    """`argv` with a lone OUT_DIR read as `--out_dir=OUT_DIR`: the sampling and plotting
+    commands take the run's folder either way."""
+    folders = folder_arguments(argv)
     if len(folders) > 1:
         raise UsageError(
             f"{' '.join(folders)}: give one OUT_DIR: python -m nanojaxgpt.{command} [OUT_DIR] "

@@ -23,7 +23,7 @@ import numpy as np
 
 from helpers.eqx import find_sub_tree
 from nanojaxgpt.architecture import GPTConfig
-from nanojaxgpt.checkpoint import checkpoint_tokenizer, load_model, read_checkpoint_state
+from nanojaxgpt.checkpoint import checkpoint_tokenizer, load_checkpoint
 from nanojaxgpt.errors import RuntimeFailure, UsageError, run_main
 from nanojaxgpt.hf import BLOCK_ARRAYS, CONV1D_WEIGHTS
 from nanojaxgpt.model import GPT
@@ -94,10 +94,9 @@ def _bias(module) -> np.ndarray:
     return np.zeros(shape, np.float32)
 
 
-def uses_gpt2_bpe(out_dir: Path, config: GPTConfig) -> bool:
+def uses_gpt2_bpe(tokenizer, config: GPTConfig) -> bool:
     """Whether the model was trained on GPT-2's BPE, as sampling decides (the checkpoint's
     tokenizer), and its vocabulary is GPT-2's (padded)."""
-    tokenizer, _ = checkpoint_tokenizer(out_dir, read_checkpoint_state(out_dir))
     return isinstance(tokenizer, GPT2Tokenizer) and config.vocab_size >= 50257
 
 
@@ -115,7 +114,7 @@ def write_gpt2_tokenizer(hf_dir: Path) -> None:
 def export(out_dir: str | os.PathLike, hf_dir: str | os.PathLike) -> list[str]:
     """Write the model in `out_dir` to `hf_dir` as a Hugging Face GPT-2; returns the files."""
     out_dir, hf_dir = Path(out_dir), Path(hf_dir)
-    model = load_model(out_dir)
+    model, state = load_checkpoint(out_dir)
     problems = gpt2_incompatibilities(model.config)
     if problems:
         raise UsageError(f"the model in {out_dir} has options GPT-2's architecture cannot express: "
@@ -128,7 +127,7 @@ def export(out_dir: str | os.PathLike, hf_dir: str | os.PathLike) -> list[str]:
         hf_dir.mkdir(parents=True, exist_ok=True)
         (hf_dir / "config.json").write_text(json.dumps(hf_config(model.config), indent=1))
         save_file(hf_tensors(model), hf_dir / "model.safetensors", metadata={"format": "pt"})
-        if uses_gpt2_bpe(out_dir, model.config):
+        if uses_gpt2_bpe(checkpoint_tokenizer(out_dir, state)[0], model.config):
             write_gpt2_tokenizer(hf_dir)
     except OSError as error:
         raise RuntimeFailure(f"cannot write {hf_dir} ({error.strerror or error}); give another HF_DIR") from error

@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from nanojaxgpt.config import out_dir_argument, read_overrides
+from nanojaxgpt.config import folder_arguments, out_dir_argument, read_overrides
 from nanojaxgpt.errors import RuntimeFailure, UsageError, run_main
 from nanojaxgpt.usage import describe
 
@@ -83,7 +83,7 @@ def plot_val_loss_vs_time(out_dirs: list[Path], path: Path) -> Path:
 
 
 def main(argv: list[str]) -> None:
-    folders = [arg for arg in argv if not arg.startswith("--") and "=" not in arg]
+    folders = folder_arguments(argv)
     if len(folders) > 1:
         options = [arg for arg in argv if arg not in folders]
         config = PlotConfig(**read_overrides(options, PlotConfig(), config_files=False))

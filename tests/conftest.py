@@ -15,6 +15,10 @@ request_deterministic_ops()
 # folder of their own, not in the user's ~/.cache
 os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="nanojaxgpt-tests-cache-")
 
+# every option of the modern recipe on, Muon included, as command-line overrides
+MODERN_OPTIONS = ["--optimizer=muon", "--pos_emb=rotary", "--qk_norm=True", "--mlp=relu2",
+                  "--tied_head=False", "--logit_softcap=30", "--zero_init_proj=True"]
+
 REPO = Path(__file__).resolve().parent.parent
 # CI and developers have the project's shared folder beside the checkout; the text is never committed
 TINY_SHAKESPEARE = Path(

@@ -7,11 +7,12 @@ import sys
 
 import pytest
 
+from conftest import MODERN_OPTIONS
+
 
 @pytest.mark.parametrize("options, mlp", [
     ([], "swiglu"),
-    (["--optimizer=muon", "--pos_emb=rotary", "--qk_norm=True", "--mlp=relu2", "--tied_head=False",
-      "--logit_softcap=30", "--zero_init_proj=True"], "relu2"),
+    (MODERN_OPTIONS, "relu2"),
 ], ids=["default", "modern"])
 def test_bench_prints_and_writes_its_figures(tmp_path, options, mlp):
     result = subprocess.run(

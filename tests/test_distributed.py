@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from conftest import MODERN_OPTIONS
 from nanojaxgpt import GPT, GPTConfig
 from nanojaxgpt.config import parse_args
 from nanojaxgpt.precision import DynamicLossScale
@@ -94,8 +95,7 @@ def test_data_parallel_and_fsdp_match_one_device(data_root):
 
 
 def test_fsdp_matches_one_device_with_every_modern_option(data_root):
-    modern = ["--optimizer=muon", "--pos_emb=rotary", "--qk_norm=True", "--mlp=relu2",
-              "--tied_head=False", "--logit_softcap=30", "--zero_init_proj=True", "--max_iters=5"]
+    modern = [*MODERN_OPTIONS, "--max_iters=5"]
     single = start(data_root, 1, "--out_dir=single", *modern)
     fsdp = start(data_root, 4, "--out_dir=fsdp", "--fsdp=True", *modern)
     finish(single), finish(fsdp)
@@ -165,9 +165,7 @@ def test_bfloat16_compute_stays_close_to_float32(data_root, monkeypatch):
     assert abs(val["bf16"] - val["f32"]) < 0.05
 
 
-@pytest.mark.parametrize("options", [[], ["--optimizer=muon", "--pos_emb=rotary", "--qk_norm=True",
-                                            "--tied_head=False", "--logit_softcap=30"]],
-                         ids=["default", "modern"])
+@pytest.mark.parametrize("options", [[], MODERN_OPTIONS], ids=["default", "modern"])
 def test_float16_skips_an_overflowing_step_and_lowers_the_scale(options):
     config = parse_args(["--n_layer=1", "--n_head=2", "--n_embd=16", "--block_size=8", *options])
     model = GPT.create_instance(GPTConfig.from_training(config, vocab_size=11), jax.random.key(0))

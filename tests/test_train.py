@@ -8,6 +8,7 @@ import sys
 import jax
 import pytest
 
+from conftest import MODERN_OPTIONS
 from nanojaxgpt import GPT, GPTConfig
 from nanojaxgpt.checkpoint import CheckpointError, load_model_and_tokenizer
 from nanojaxgpt.config import parse_args
@@ -63,12 +64,7 @@ def test_short_default_run_prepares_data_and_learns(in_data_root, capsys):
     assert tokenizer == load_tokenizer("data/shakespeare_char") and tokenizer.vocab_size == 65
 
 
-# every option of the modern recipe on, Muon included
-MODERN = ["--optimizer=muon", "--pos_emb=rotary", "--qk_norm=True", "--mlp=relu2", "--tied_head=False",
-          "--logit_softcap=30", "--zero_init_proj=True"]
-
-
-@pytest.mark.parametrize("options", [[], MODERN], ids=["default", "modern"])
+@pytest.mark.parametrize("options", [[], MODERN_OPTIONS], ids=["default", "modern"])
 def test_resume_continues_bit_identically(in_data_root, options):
     train(parse_args([*TINY, *options, "--out_dir=straight", "--max_iters=12"]))
     train(parse_args([*TINY, *options, "--out_dir=split", "--max_iters=6"]))
