@@ -6,14 +6,25 @@ from pathlib import Path
 import jax
 import pytest
 
+from nanojaxgpt.compile_cache import use_compilation_cache
 from nanojaxgpt.determinism import request_deterministic_ops
 
 # resume is bit-identical on GPUs only with XLA's deterministic ops, which must be asked for
 # before JAX starts (`python -m nanojaxgpt.train` does it in main; the tests call train())
 request_deterministic_ops()
-# the training commands that tests run keep their compiled programs (compile_cache='auto') in a
-# folder of their own, not in the user's ~/.cache
-os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="nanojaxgpt-tests-cache-")
+# The tests, and the training commands they run (compile_cache='auto'), keep their compiled
+# programs in a folder of this test run's own, not in the user's ~/.cache: what many tests
+# compile alike (the tiny models' steps) is compiled once, by whichever of pytest-xdist's workers
+# comes to it first. The folder goes when the run ends.
+TEST_RUN = os.environ.get("PYTEST_XDIST_TESTRUNUID") or f"pid{os.getpid()}"
+os.environ["XDG_CACHE_HOME"] = os.path.join(tempfile.gettempdir(), f"nanojaxgpt-tests-{TEST_RUN}")
+use_compilation_cache("auto")
+
+
+def pytest_sessionfinish(session):
+    if not hasattr(session.config, "workerinput"):  # the controller, after every worker is done
+        shutil.rmtree(os.environ["XDG_CACHE_HOME"], ignore_errors=True)
+
 
 # every option of the modern recipe on, Muon included, as command-line overrides
 MODERN_OPTIONS = ["--optimizer=muon", "--pos_emb=rotary", "--qk_norm=True", "--mlp=relu2",
