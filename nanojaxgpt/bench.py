@@ -4,6 +4,8 @@ nanoGPT's bench.py for nanojaxgpt: times the compiled step (forward, backward, A
 synthetic batches (`--real_data=True` samples the data set) and prints ms/iter, tokens/s,
 achieved FLOP/s, MFU, the first step's compile time and peak memory. `--profile=True` writes a
 JAX profiler trace (open it with TensorBoard or Perfetto). Model and batch keys are training's.
+`--sampling=True` times sampling from that model instead: 5 samples from a one-token prompt with
+the key/value cache (nanojaxgpt/generate.py) against nanoGPT's full recompute.
 """
 
 import json
@@ -14,6 +16,7 @@ from pathlib import Path
 
 import equinox as eqx
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from nanojaxgpt.architecture import GPTConfig
@@ -22,10 +25,11 @@ from nanojaxgpt.data import BatchSampler
 from nanojaxgpt.determinism import request_deterministic_ops
 from nanojaxgpt.errors import run_main
 from nanojaxgpt.flops import device_peak_flops
+from nanojaxgpt.generate import generate, generate_by_recompute
 from nanojaxgpt.host_memory import keep_freed_host_memory
 from nanojaxgpt.memory import compile_step
 from nanojaxgpt.model import GPT, flops_per_token
-from nanojaxgpt.precision import resolve_dtype
+from nanojaxgpt.precision import cast_floats, resolve_dtype
 from nanojaxgpt.tokenizer import load_tokenizer
 from nanojaxgpt.optim import make_optimizer
 from nanojaxgpt.train import make_step
@@ -38,8 +42,9 @@ class BenchOptions:
     warmup_steps: int = 3  # untimed steps after the first (compiling) one
     real_data: bool = False  # batches from the data set instead of random tokens
     profile: bool = False  # write a JAX profiler trace of the timed steps
-    profile_dir: str = "bench-trace"  # where the trace goes
+    profile_dir: str = "out-bench-trace"  # where the trace goes
     json_out: str = ""  # also write the figures to this file, as JSON
+    sampling: bool = False  # time sampling (key/value cache against full recompute) instead
 
 
 def split_bench_options(argv: list[str]) -> tuple[BenchOptions, list[str]]:
@@ -125,11 +130,62 @@ def bench(config: TrainConfig, options: BenchOptions) -> dict:
     }
 
 
+def bench_sampling(model: GPT, num_samples: int = 5, max_new_tokens: int = 500, repeats: int = 2) -> dict:
+    """Tokens per second of `generate` (all samples as one batch) and of `generate_by_recompute`
+    (one sample after another), from a one-token prompt, and the compile time of `generate`;
+    best of `repeats` runs, each after a warm-up run."""
+    prompt = jnp.zeros((num_samples, 1), jnp.int32)
+    key = jax.random.key(0)
+
+    def timed(f):
+        start = time.perf_counter()
+        jax.block_until_ready(f())
+        return time.perf_counter() - start
+
+    cached = lambda: generate(model, prompt, max_new_tokens, 0.8, 200, key=key)
+    first = timed(cached)
+    cached_s = min(timed(cached) for _ in range(repeats))
+    recompute = lambda: [
+        generate_by_recompute(model, row, max_new_tokens, 0.8, 200, key=k)
+        for row, k in zip(prompt, jax.random.split(key, num_samples))
+    ]
+    timed(recompute)
+    recompute_s = min(timed(recompute) for _ in range(repeats))
+    n_tokens = num_samples * max_new_tokens
+    return {
+        "cached_tokens_per_s": n_tokens / cached_s,
+        "recompute_tokens_per_s": n_tokens / recompute_s,
+        "speedup": recompute_s / cached_s,
+        "compile_s": first - cached_s,
+    }
+
+
+def sampling_main(config: TrainConfig) -> None:
+    """The README's sampling figures for the model of `config` (random weights: the speed does
+    not depend on them), in its dtype, past block_size and within it."""
+    model_config = GPTConfig.from_training(config, vocab_size=vocab_size_of(config.dataset))
+    model = cast_floats(GPT.create_instance(model_config, jax.random.key(config.seed)), resolve_dtype(config.dtype))
+    print(f"{model_config}, {resolve_dtype(config.dtype).name} on {jax.devices()[0].device_kind}")
+    print("5 samples from a 1-token prompt, temperature 0.8, top_k 200; best of 2 runs")
+    block = model_config.block_size
+    for new, note in ((500, f"past block_size={block}"), (block - 1, "all within block_size")):
+        result = bench_sampling(model, 5, new)
+        print(
+            f"5 x {new} new tokens ({note}): KV cache, one batch "
+            f"{result['cached_tokens_per_s']:.0f} tokens/s (compile {result['compile_s']:.1f} s); "
+            f"full recompute, per sample {result['recompute_tokens_per_s']:.0f} tokens/s; "
+            f"{result['speedup']:.1f}x"
+        )
+
+
 def main(argv: list[str]) -> None:
     keep_freed_host_memory()
     options, rest = split_bench_options(argv)
     config = parse_args(rest)
     request_deterministic_ops(config.deterministic)
+    if options.sampling:
+        sampling_main(config)
+        return
     result = bench(config, options)
     print(f"{config.n_layer} layers, {config.n_head} heads, {config.n_embd} embd, block {config.block_size}, "
           f"batch {config.batch_size}x{config.gradient_accumulation_steps}, mlp {config.mlp}, "

@@ -11,12 +11,9 @@
   stays valid: each step re-fills from the cropped window (one forward over block_size tokens,
   still inside the compiled loop).
 - `generate_by_recompute` is nanoGPT's loop (the whole context again for every token, one token
-  per call from Python): the reference the tests and the benchmark compare against.
-
-`python -m nanojaxgpt.generate` runs the benchmark quoted in the README.
+  per call from Python): the reference the tests and the benchmark compare against
+  (`python -m nanojaxgpt.bench --sampling=True`).
 """
-
-import time
 
 import equinox as eqx
 import jax
@@ -25,8 +22,6 @@ import numpy as np
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
 from nanojaxgpt.architecture import GPTConfig
-from nanojaxgpt.checkpoint import CheckpointError, load_model
-from nanojaxgpt.config import TrainConfig
 from nanojaxgpt.model import GPT
 
 SMALLEST_BUCKET = 16
@@ -223,58 +218,3 @@ def _next_token(model: GPT, padded: Int[Array, " block"], length, temperature, t
     """A token drawn after the first `length` tokens of a padded context: causality makes the
     padding invisible, and one fixed shape means one compilation for every length."""
     return sample_next(model(padded)[length - 1], temperature, top_k, key=key)
-
-
-def benchmark(model: GPT, num_samples: int = 5, max_new_tokens: int = 500, repeats: int = 2):
-    """Tokens per second of `generate` (all samples as one batch) and of `generate_by_recompute`
-    (one sample after another), from a one-token prompt, and the compile time of `generate`;
-    best of `repeats` runs, each after a warm-up run."""
-    prompt = jnp.zeros((num_samples, 1), jnp.int32)
-    key = jax.random.key(0)
-
-    def timed(f):
-        start = time.perf_counter()
-        jax.block_until_ready(f())
-        return time.perf_counter() - start
-
-    cached = lambda: generate(model, prompt, max_new_tokens, 0.8, 200, key=key)
-    first = timed(cached)
-    cached_s = min(timed(cached) for _ in range(repeats))
-    recompute = lambda: [
-        generate_by_recompute(model, row, max_new_tokens, 0.8, 200, key=k)
-        for row, k in zip(prompt, jax.random.split(key, num_samples))
-    ]
-    timed(recompute)
-    recompute_s = min(timed(recompute) for _ in range(repeats))
-    n_tokens = num_samples * max_new_tokens
-    return {
-        "cached_tokens_per_s": n_tokens / cached_s,
-        "recompute_tokens_per_s": n_tokens / recompute_s,
-        "speedup": recompute_s / cached_s,
-        "compile_s": first - cached_s,
-    }
-
-
-def _benchmark_main() -> None:
-    """The README's figures, for the default character model (the training default, vocab 65):
-    out-shakespeare-char's checkpoint if there is one, else random weights."""
-    try:
-        model, source = load_model("out-shakespeare-char"), "out-shakespeare-char"
-    except CheckpointError:
-        config = GPTConfig.from_training(TrainConfig(), vocab_size=65)
-        model, source = GPT.create_instance(config, jax.random.key(0)), "random init"
-    print(f"model: {source}, {model.config}, on {jax.devices()[0].platform}")
-    print("5 samples from a 1-token prompt, temperature 0.8, top_k 200; best of 2 runs")
-    block = model.config.block_size
-    for new, note in ((500, f"past block_size={block}"), (block - 1, "all within block_size")):
-        result = benchmark(model, 5, new)
-        print(
-            f"5 x {new} new tokens ({note}): KV cache, one batch "
-            f"{result['cached_tokens_per_s']:.0f} tokens/s (compile {result['compile_s']:.1f} s); "
-            f"full recompute, per sample {result['recompute_tokens_per_s']:.0f} tokens/s; "
-            f"{result['speedup']:.1f}x"
-        )
-
-
-if __name__ == "__main__":
-    _benchmark_main()

@@ -71,12 +71,12 @@ import json, sys, time
 import jax, jax.numpy as jnp
 from nanojaxgpt import GPT, GPTConfig
 from nanojaxgpt.checkpoint import save_checkpoint
-from nanojaxgpt.generate import benchmark
+from nanojaxgpt.bench import bench_sampling
 from nanojaxgpt.precision import cast_floats
 config = GPTConfig(n_layer=12, n_head=12, n_embd=768, block_size=1024, vocab_size=50304, bias=False, mlp="gelu")
 model = GPT.create_instance(config, jax.random.key(0))
 save_checkpoint(sys.argv[1], model, (), {"iter_num": 0, "best_val_loss": 0.0, "config": {}})
-print(json.dumps(benchmark(cast_floats(model, jnp.bfloat16), 5, 500, repeats=1)))
+print(json.dumps(bench_sampling(cast_floats(model, jnp.bfloat16), 5, 500, repeats=1)))
 """
 
 
