@@ -8,7 +8,7 @@ the same definitions.
 from dataclasses import dataclass, fields
 
 # the MLPs the model builds by name (nanojaxgpt/model.py's `MLPS`)
-MLP_CHOICES = ("swiglu", "gelu", "relu2")
+MLP_CHOICES = ("swiglu", "gelu", "gelu_exact", "relu2")
 # how a token's position enters: GPT-2's learned embeddings, or rotary embeddings in attention
 POSITION_CHOICES = ("learned", "rotary")
 
@@ -30,7 +30,7 @@ class GPTConfig:
     n_embd: int = 768
     dropout: float = 0.0
     bias: bool = True  # biases in Linears and LayerNorms, like GPT-2; False is a bit better and faster
-    mlp: str = "swiglu"  # "gelu" is GPT-2's MLP, needed to load its weights; "relu2" is ReLU^2
+    mlp: str = "swiglu"  # "gelu": GPT-2's MLP (tanh GELU), for its weights; "gelu_exact": nanoGPT's (erf GELU)
     # the options of the modern recipe (the modded-nanogpt speedrun), off by default
     pos_emb: str = "learned"  # "rotary": rotary embeddings of queries and keys, no wpe
     qk_norm: bool = False  # RMS-normalise each head's queries and keys before attention

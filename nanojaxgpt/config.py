@@ -30,7 +30,7 @@ class TrainConfig:
     eval_iters: int = 20  # batches per loss estimate
     eval_only: bool = False  # evaluate once and exit
     always_save_checkpoint: bool = False  # else save only when val loss improves
-    init_from: str = "scratch"  # 'scratch', 'resume', 'gpt2'..'gpt2-xl' or a local HF model dir
+    init_from: str = "scratch"  # 'scratch', 'resume', 'gpt2'..'gpt2-xl', a local HF model dir or a nanoGPT ckpt.pt
     overwrite_checkpoint: bool = False  # let a new run (not resume) replace the checkpoint in out_dir
     # wandb logging (the optional `wandb` extra)
     wandb_log: bool = False  # log the evaluations to Weights & Biases
@@ -47,7 +47,7 @@ class TrainConfig:
     n_embd: int = 128  # width of the residual stream
     dropout: float = 0.0  # 0 for pretraining; 0.1 or more when fine-tuning or overfitting
     bias: bool = False  # biases in Linears and LayerNorms, as GPT-2 has
-    mlp: str = "swiglu"  # or 'gelu', GPT-2's MLP, or 'relu2' (ReLU squared)
+    mlp: str = "swiglu"  # or 'gelu' (GPT-2's MLP), 'gelu_exact' (nanoGPT's: erf GELU), 'relu2' (ReLU^2)
     pos_emb: str = "learned"  # 'learned' (GPT-2) or 'rotary' (RoPE on queries and keys)
     qk_norm: bool = False  # RMS-normalise each head's queries and keys
     tied_head: bool = True  # the output head is the token embedding matrix; False gives it its own
@@ -91,6 +91,12 @@ class TrainConfig:
 OPTIMIZER_CHOICES = ("adamw", "muon")
 KEYS = [f.name for f in dataclasses.fields(TrainConfig) if f.name != "explicitly_set"]
 DEFAULTS = TrainConfig()
+# Keys that belong to the process running a run, not to the run: a run that continues another
+# (--init_from=resume, or a nanoGPT ckpt.pt) takes every other key from the checkpoint's config
+# unless its command line or config file gives it anew.
+PROCESS_KEYS = ("out_dir", "init_from", "overwrite_checkpoint", "eval_only", "wandb_log", "wandb_project",
+                "wandb_run_name", "device", "compile", "compile_cache", "deterministic", "backend",
+                "coordinator_address", "num_processes", "process_id")
 
 
 def _check_key(key: str, defaults, where: str) -> None:
@@ -114,10 +120,15 @@ def _typed(key: str, value, defaults, where: str, optional: tuple = ()):
         return float(value)
     if type(value) is not expected:
         raise UsageError(
-            f"{key}={value!r} {where} is a {type(value).__name__}; {key} takes a "
-            f"{expected.__name__}, like its default {default!r}"
+            f"{key}={value!r} {where} is {_a(type(value).__name__)}; {key} takes "
+            f"{_a(expected.__name__)}, like its default {default!r}"
         )
     return value
+
+
+def _a(word: str) -> str:
+    """`word` with its indefinite article: "an int", "a str"."""
+    return f"{'an' if word[0] in 'aeiou' else 'a'} {word}"
 
 
 def _parse_override_value(key: str, text: str, defaults):
@@ -169,7 +180,12 @@ def out_dir_argument(argv: list[str], command: str) -> list[str]:
 
 def _read_config_file(path: str) -> dict:
     if not os.path.isfile(path):
-        raise UsageError(f"config file {path} does not exist; give the path of a .py config file")
+        folder = os.path.dirname(path) or "."
+        files = [os.path.join(os.path.dirname(path), name) for name in sorted(os.listdir(folder))
+                 if name.endswith(".py")] if os.path.isdir(folder) else []
+        close = difflib.get_close_matches(path, files, n=1, cutoff=0.6)
+        hint = f"did you mean {close[0]}?" if close else "give the path of a .py config file"
+        raise UsageError(f"config file {path} does not exist; {hint}")
     namespace: dict = {}
     try:
         with open(path) as f:
@@ -235,10 +251,29 @@ def check_ranges(config: TrainConfig) -> None:
     dtypes = ("auto", "float32", "bfloat16", "float16")
     if config.dtype not in dtypes:
         raise UsageError(f"dtype={config.dtype!r} is not one of {', '.join(dtypes)}")
-    if config.init_from not in ("scratch", "resume", *PRETRAINED) and not os.path.isdir(
-        config.init_from
-    ):
+    if config.init_from not in ("scratch", "resume", *PRETRAINED) and not os.path.exists(config.init_from):
         raise UsageError(
             f"init_from={config.init_from!r} is not one of scratch, resume, "
-            f"{', '.join(PRETRAINED)} or a Hugging Face model directory"
+            f"{', '.join(PRETRAINED)}, a Hugging Face model directory or a nanoGPT ckpt.pt"
         )
+
+
+def config_from_record(record: dict) -> TrainConfig:
+    """The config a checkpoint's `config` record holds; keys it lacks (older versions) keep
+    their defaults."""
+    return TrainConfig(**{key: value for key, value in record.items() if key in KEYS})
+
+
+def continued_config(config: TrainConfig, saved: dict, where: str) -> tuple[TrainConfig, list[str]]:
+    """`config` for a run that continues the one whose config was `saved` (a checkpoint's, read
+    from `where`): each key of the run that this command does not give comes from `saved`.
+    Returns that config and the keys given anew with another value than saved, as
+    `max_iters=4000 (was 2000)`."""
+    run_keys = [key for key in KEYS if key in saved and key not in PROCESS_KEYS]
+    taken = {key: _typed(key, saved[key], DEFAULTS, f"in {where}") for key in run_keys
+             if key not in config.explicitly_set}
+    changed = [f"{key}={getattr(config, key)!r} (was {saved[key]!r})" for key in run_keys
+               if key in config.explicitly_set and getattr(config, key) != saved[key]]
+    continued = dataclasses.replace(config, **taken)
+    check_ranges(continued)
+    return continued, changed

@@ -1,43 +1,52 @@
-"""Export a trained model to the Hugging Face ecosystem:
+"""Export a trained model to the Hugging Face ecosystem, or to nanoGPT:
 
-    python -m nanojaxgpt.export OUT_DIR HF_DIR
+    python -m nanojaxgpt.export OUT_DIR DEST [--format=hf|nanogpt]
 
-It writes into HF_DIR what `GPT2LMHeadModel.save_pretrained` writes, `config.json` and
-`model.safetensors`, so that `transformers.GPT2LMHeadModel.from_pretrained(HF_DIR)` (and
-`GPT.from_pretrained(HF_DIR)`) loads the model in OUT_DIR. A model trained on GPT-2's BPE also
-gets GPT-2's tokenizer files (`vocab.json`, `merges.txt`); a character model's vocabulary has no
-Hugging Face tokenizer. The inverse of nanojaxgpt/hf.py: stacked layers become `h.<i>.*`, weights
-go back to GPT-2's Conv1D layout (in, out), and a model without biases gets zero biases, which
-computes the same. A model whose options GPT-2 cannot express is refused before anything is
-written. Needs safetensors (`pip install -e ".[hf]"`).
+`--format=hf` (the default) writes into DEST what `GPT2LMHeadModel.save_pretrained` writes,
+`config.json` and `model.safetensors`, so that `transformers.GPT2LMHeadModel.from_pretrained(DEST)`
+(and `GPT.from_pretrained(DEST)`) loads the model in OUT_DIR. A model trained on GPT-2's BPE also
+gets GPT-2's tokenizer files (`vocab.json`, `merges.txt`) and token ids; a character model's
+vocabulary has no Hugging Face tokenizer. The inverse of nanojaxgpt/hf.py: stacked layers become
+`h.<i>.*`, weights go back to GPT-2's Conv1D layout (in, out), and a model without biases gets
+zero biases, which computes the same. Needs safetensors (`pip install -e ".[hf]"`).
+
+`--format=nanogpt` writes DEST/ckpt.pt as nanoGPT's train.py saves it (the model, AdamW's
+moments, iter_num, model_args, config; nanojaxgpt/nanogpt.py): nanoGPT's sample.py samples from
+it and its train.py continues it with --init_from=resume --out_dir=DEST. A character model's
+vocabulary goes beside it as meta.pkl. Needs torch (`pip install -e ".[torch]"`).
+
+A model whose options the format cannot express is refused before anything is written.
 """
 
 import json
 import os
+import pickle
 import shutil
+from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
 
-import equinox as eqx
 import numpy as np
 
-from helpers.eqx import find_sub_tree
 from nanojaxgpt.architecture import GPTConfig
-from nanojaxgpt.checkpoint import checkpoint_tokenizer, load_checkpoint
+from nanojaxgpt.checkpoint import checkpoint_tokenizer, load_checkpoint, load_optimizer_state
+from nanojaxgpt.config import config_from_record, folder_arguments, read_overrides
 from nanojaxgpt.errors import RuntimeFailure, UsageError, run_main
-from nanojaxgpt.hf import BLOCK_ARRAYS, CONV1D_WEIGHTS
+from nanojaxgpt.hf import CONV1D_WEIGHTS
+from nanojaxgpt.layout import per_layer
 from nanojaxgpt.model import GPT
-from nanojaxgpt.tokenizer import GPT2Tokenizer
+from nanojaxgpt.nanogpt import write_checkpoint
+from nanojaxgpt.optim import learning_rate_at, make_optimizer
+from nanojaxgpt.tokenizer import CharTokenizer, GPT2Tokenizer
 
-USAGE = "usage: python -m nanojaxgpt.export OUT_DIR HF_DIR"
-HELP_FROM = "HF_DIR\n\n"  # --help: the usage line, then the docstring after it
+EMBEDDINGS = ("transformer.wte.weight", "transformer.wpe.weight")
+USAGE = "usage: python -m nanojaxgpt.export OUT_DIR DEST [--format=hf|nanogpt]"
+HELP_FROM = "nanogpt]\n\n"  # --help: the usage line, then the docstring after it
 
 
-def gpt2_incompatibilities(config: GPTConfig) -> list[str]:
-    """The options of `config` that GPT-2's architecture cannot express."""
+def _beyond_gpt2(config: GPTConfig) -> list[str]:
+    """The options of `config`, but for its MLP, that GPT-2's architecture (nanoGPT's too) lacks."""
     problems = []
-    if config.mlp != "gelu":
-        problems.append(f"mlp={config.mlp!r} (GPT-2's MLP is 'gelu': train with --mlp=gelu)")
     if config.pos_emb != "learned":
         problems.append(f"pos_emb={config.pos_emb!r} (GPT-2 learns its position embeddings)")
     if config.qk_norm:
@@ -49,8 +58,26 @@ def gpt2_incompatibilities(config: GPTConfig) -> list[str]:
     return problems
 
 
-def hf_config(config: GPTConfig) -> dict:
-    """config.json of the GPT-2 that `config` describes."""
+def gpt2_incompatibilities(config: GPTConfig) -> list[str]:
+    """The options of `config` that GPT-2's architecture cannot express."""
+    mlp = [] if config.mlp in ("gelu", "gelu_exact") else [
+        f"mlp={config.mlp!r} (GPT-2's MLP is 'gelu': train with --mlp=gelu)"]
+    return mlp + _beyond_gpt2(config)
+
+
+def nanogpt_incompatibilities(config: GPTConfig, optimizer: str) -> list[str]:
+    """The options of `config`, and of the training run, that nanoGPT cannot express."""
+    mlp = [] if config.mlp == "gelu_exact" else [
+        f"mlp={config.mlp!r} (nanoGPT's MLP is 'gelu_exact', the erf GELU: train with --mlp=gelu_exact)"]
+    adamw = [] if optimizer == "adamw" else [
+        f"optimizer={optimizer!r} (nanoGPT's train.py continues AdamW's state only)"]
+    return mlp + _beyond_gpt2(config) + adamw
+
+
+def hf_config(config: GPTConfig, gpt2_bpe: bool) -> dict:
+    """config.json of the GPT-2 that `config` describes; GPT-2's special token ids only where
+    its vocabulary is GPT-2's BPE."""
+    end_of_text = GPT2Tokenizer().encode("<|endoftext|>")[0] if gpt2_bpe else None
     return {
         "architectures": ["GPT2LMHeadModel"],
         "model_type": "gpt2",
@@ -60,38 +87,27 @@ def hf_config(config: GPTConfig) -> dict:
         "n_layer": config.n_layer,
         "n_head": config.n_head,
         "n_inner": None,
-        "activation_function": "gelu_new",  # tanh GELU, as jax.nn.gelu(approximate=True)
+        "activation_function": "gelu" if config.mlp == "gelu_exact" else "gelu_new",  # erf or tanh GELU
         "layer_norm_epsilon": 1e-5,
         "resid_pdrop": config.dropout,
         "embd_pdrop": config.dropout,
         "attn_pdrop": config.dropout,
         "tie_word_embeddings": True,
+        "bos_token_id": end_of_text,
+        "eos_token_id": end_of_text,
     }
 
 
 def hf_tensors(model: GPT) -> dict[str, np.ndarray]:
-    """The model's arrays under `save_pretrained`'s names, float32, contiguous."""
-    transformer = model.transformer
-    arrays = {
-        "wte.weight": transformer.wte.weight,
-        "wpe.weight": transformer.wpe.weight,
-        "ln_f.weight": transformer.ln_f.weight,
-        "ln_f.bias": _bias(transformer.ln_f),
-    }
-    for name in BLOCK_ARRAYS:
-        owner, _, kind = name.rpartition(".")
-        module = find_sub_tree(transformer.h, owner)
-        for i, layer in enumerate(np.asarray(module.weight if kind == "weight" else _bias(module))):
-            arrays[f"h.{i}.{name}"] = layer.T if name in CONV1D_WEIGHTS else layer
-    return {f"transformer.{key}": np.ascontiguousarray(value, np.float32) for key, value in arrays.items()}
-
-
-def _bias(module) -> np.ndarray:
-    """A Linear's or LayerNorm's bias, or the zeros that stand for it in GPT-2's architecture."""
-    if module.bias is not None:
-        return np.asarray(module.bias)
-    shape = module.weight.shape[:-1] if isinstance(module, eqx.nn.Linear) else module.weight.shape
-    return np.zeros(shape, np.float32)
+    """The model's arrays under `save_pretrained`'s names, float32, contiguous, with Conv1D's
+    (in, out) weights. GPT-2 has every bias: a model without them gets zeros, which compute the
+    same."""
+    arrays = per_layer(model)
+    for name in [name for name in arrays if name.endswith(".weight") and name not in EMBEDDINGS]:
+        arrays.setdefault(name.removesuffix("weight") + "bias", np.zeros(arrays[name].shape[:1], np.float32))
+    conv1d = lambda name: name.startswith("transformer.h.") and name.split(".", 3)[3] in CONV1D_WEIGHTS
+    return {name: np.ascontiguousarray(array.T if conv1d(name) else array, np.float32)
+            for name, array in arrays.items()}
 
 
 def uses_gpt2_bpe(tokenizer, config: GPTConfig) -> bool:
@@ -111,9 +127,8 @@ def write_gpt2_tokenizer(hf_dir: Path) -> None:
          "eos_token": "<|endoftext|>", "unk_token": "<|endoftext|>"}, indent=1))
 
 
-def export(out_dir: str | os.PathLike, hf_dir: str | os.PathLike) -> list[str]:
+def export_hf(out_dir: Path, hf_dir: Path) -> list[str]:
     """Write the model in `out_dir` to `hf_dir` as a Hugging Face GPT-2; returns the files."""
-    out_dir, hf_dir = Path(out_dir), Path(hf_dir)
     model, state = load_checkpoint(out_dir)
     problems = gpt2_incompatibilities(model.config)
     if problems:
@@ -123,22 +138,73 @@ def export(out_dir: str | os.PathLike, hf_dir: str | os.PathLike) -> list[str]:
         from safetensors.numpy import save_file
     except ImportError:
         raise UsageError('exporting needs safetensors: pip install -e ".[hf]"') from None
-    try:
-        hf_dir.mkdir(parents=True, exist_ok=True)
-        (hf_dir / "config.json").write_text(json.dumps(hf_config(model.config), indent=1))
-        save_file(hf_tensors(model), hf_dir / "model.safetensors", metadata={"format": "pt"})
-        if uses_gpt2_bpe(checkpoint_tokenizer(out_dir, state)[0], model.config):
-            write_gpt2_tokenizer(hf_dir)
-    except OSError as error:
-        raise RuntimeFailure(f"cannot write {hf_dir} ({error.strerror or error}); give another HF_DIR") from error
+    gpt2_bpe = uses_gpt2_bpe(checkpoint_tokenizer(out_dir, state)[0], model.config)
+    hf_dir.mkdir(parents=True, exist_ok=True)
+    (hf_dir / "config.json").write_text(json.dumps(hf_config(model.config, gpt2_bpe), indent=1))
+    save_file(hf_tensors(model), hf_dir / "model.safetensors", metadata={"format": "pt"})
+    apply_umask(hf_dir / "model.safetensors")
+    if gpt2_bpe:
+        write_gpt2_tokenizer(hf_dir)
     return sorted(path.name for path in hf_dir.iterdir())
 
 
+def apply_umask(path: Path) -> None:
+    """Give `path` the mode the user's umask gives new files: safetensors writes 0600."""
+    umask = os.umask(0)
+    os.umask(umask)
+    path.chmod(0o666 & ~umask)
+
+
+def export_nanogpt(out_dir: Path, dest: Path) -> list[str]:
+    """Write the run in `out_dir` to `dest` as nanoGPT's out_dir (ckpt.pt, and meta.pkl for a
+    character model); returns the files."""
+    model, state = load_checkpoint(out_dir)
+    config = config_from_record(state.get("config", {}))
+    problems = nanogpt_incompatibilities(model.config, config.optimizer)
+    if problems:
+        raise UsageError(f"the model in {out_dir} has options nanoGPT cannot express: {'; '.join(problems)}")
+    opt_state = load_optimizer_state(out_dir, make_optimizer(model, config), model)
+    tokenizer = checkpoint_tokenizer(out_dir, state)[0]
+    dest.mkdir(parents=True, exist_ok=True)
+    learning_rate = float(learning_rate_at(state["iter_num"], config))
+    write_checkpoint(dest / "ckpt.pt", model, opt_state, state["iter_num"], state["best_val_loss"],
+                     asdict(config), learning_rate)
+    written = ["ckpt.pt"]
+    if isinstance(tokenizer, CharTokenizer):
+        (dest / "meta.pkl").write_bytes(pickle.dumps(tokenizer.meta()))
+        written.append("meta.pkl")
+        print(f"nanoGPT's sample.py reads the vocabulary from its data/{config.dataset}/meta.pkl: "
+              f"copy {dest / 'meta.pkl'} there")
+    return written
+
+
+# what each --format writes
+FORMATS = {"hf": export_hf, "nanogpt": export_nanogpt}
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    format: str = "hf"  # 'hf' (a Hugging Face GPT-2 folder) or 'nanogpt' (nanoGPT's ckpt.pt)
+
+
+def export(out_dir: str | os.PathLike, dest: str | os.PathLike, format: str = "hf") -> list[str]:
+    """Write the model in `out_dir` to `dest` in `format` (one of FORMATS); returns the files."""
+    try:
+        return FORMATS[format](Path(out_dir), Path(dest))
+    except OSError as error:
+        raise RuntimeFailure(f"cannot write {dest} ({error.strerror or error}); give another DEST") from error
+
+
 def main(argv: list[str]) -> None:
-    if len(argv) != 2:
+    folders = folder_arguments(argv)
+    options = ExportOptions(**read_overrides([a for a in argv if a not in folders], ExportOptions(),
+                                             config_files=False))
+    if len(folders) != 2:
         raise UsageError(f"{USAGE}: give the training run's out_dir and a folder to write")
-    files = export(*argv)
-    print(f"wrote {', '.join(files)} to {argv[1]}")
+    if options.format not in FORMATS:
+        raise UsageError(f"format={options.format!r} is not one of {', '.join(FORMATS)}")
+    files = export(*folders, options.format)
+    print(f"wrote {', '.join(files)} to {folders[1]}")
 
 
 if __name__ == "__main__":

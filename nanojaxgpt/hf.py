@@ -19,10 +19,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from helpers.eqx import find_sub_tree
 from nanojaxgpt.architecture import PRETRAINED, GPTConfig
-from nanojaxgpt.errors import RuntimeFailure, UsageError
+from nanojaxgpt.errors import UsageError
+from nanojaxgpt.layout import PretrainedError, stacked
 from nanojaxgpt.model import GPT
+from nanojaxgpt.nanogpt import is_nanogpt_checkpoint, load_model as load_nanogpt_model
 
 WEIGHTS_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
@@ -44,30 +45,16 @@ HF_DEFAULTS = {
     "add_cross_attention": False,
     "tie_word_embeddings": True,
 }
-# the same function as our MLP's jax.nn.gelu(approximate=True)
-TANH_GELUS = ("gelu_new", "gelu_pytorch_tanh", "gelu_fast")
-# our name under transformer.h -> GPT-2's under h.<i>; Conv1D weights are transposed
-BLOCK_ARRAYS = [
-    "ln_1.weight", "ln_1.bias", "attn.c_attn.weight", "attn.c_attn.bias",
-    "attn.c_proj.weight", "attn.c_proj.bias", "ln_2.weight", "ln_2.bias",
-    "mlp.c_fc.weight", "mlp.c_fc.bias", "mlp.c_proj.weight", "mlp.c_proj.bias",
-]  # fmt: skip
-CONV1D_WEIGHTS = (
-    "attn.c_attn.weight",
-    "attn.c_proj.weight",
-    "mlp.c_fc.weight",
-    "mlp.c_proj.weight",
-)
-
-
-class PretrainedError(RuntimeFailure):
-    """A pretrained model that cannot be downloaded, read or represented; the message says which."""
+# GPT-2's Conv1D layers, whose weights are stored (in, out)
+CONV1D_WEIGHTS = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
+# transformers' activation_function -> our mlp: tanh GELUs (jax.nn.gelu(approximate=True)), or erf
+HF_ACTIVATIONS = {"gelu_new": "gelu", "gelu_pytorch_tanh": "gelu", "gelu_fast": "gelu", "gelu": "gelu_exact"}
 
 
 def from_pretrained(model_type: str, override_args: dict | None = None) -> GPT:
-    """GPT-2 from the hub ('gpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl') or from a local
-    Hugging Face model directory, as our GPT (mlp='gelu', bias=True). Only `dropout` may be
-    overridden, as in nanoGPT."""
+    """GPT-2 from the hub ('gpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl'), a local Hugging Face
+    model directory (GPT-2: mlp='gelu', bias=True), or the path of a nanoGPT `ckpt.pt`
+    (nanojaxgpt/nanogpt.py), as our GPT. Only `dropout` may be overridden, as in nanoGPT."""
     override_args = dict(override_args or {})
     unknown = sorted(set(override_args) - {"dropout"})
     if unknown:
@@ -75,6 +62,8 @@ def from_pretrained(model_type: str, override_args: dict | None = None) -> GPT:
             f"cannot override {', '.join(unknown)} of a pretrained model: only dropout can be "
             f"changed (the weights fix the rest)"
         )
+    if is_nanogpt_checkpoint(model_type):
+        return load_nanogpt_model(model_type, dropout=override_args.get("dropout", 0.0))
     model_dir = resolve_model_dir(model_type)
     config = gpt_config(read_hf_config(model_dir), dropout=override_args.get("dropout", 0.0))
     return load_weights(config, read_safetensors(model_dir))
@@ -88,7 +77,8 @@ def resolve_model_dir(model_type: str) -> Path:
         return Path(model_type)
     raise UsageError(
         f"unknown pretrained model {model_type!r}: give one of {', '.join(PRETRAINED)}, or a "
-        f"local Hugging Face model directory holding config.json and {WEIGHTS_FILE}"
+        f"local Hugging Face model directory holding config.json and {WEIGHTS_FILE}, or the "
+        f"path of a nanoGPT ckpt.pt"
     )
 
 
@@ -127,10 +117,10 @@ def gpt_config(hf: dict, dropout: float = 0.0) -> GPTConfig:
     problems = []
     if hf["model_type"] != "gpt2":
         problems.append(f"model_type={hf['model_type']!r} (only 'gpt2' is supported)")
-    if hf["activation_function"] not in TANH_GELUS:
+    if hf["activation_function"] not in HF_ACTIVATIONS:
         problems.append(
-            f"activation_function={hf['activation_function']!r} (our MLP is tanh GELU: "
-            f"{', '.join(TANH_GELUS)})"
+            f"activation_function={hf['activation_function']!r} (our MLPs are GELU's: "
+            f"{', '.join(HF_ACTIVATIONS)})"
         )
     if hf["n_inner"] not in (None, 4 * hf["n_embd"]):
         problems.append(f"n_inner={hf['n_inner']} (our MLP has 4*n_embd={4 * hf['n_embd']})")
@@ -153,7 +143,7 @@ def gpt_config(hf: dict, dropout: float = 0.0) -> GPTConfig:
             n_embd=hf["n_embd"],
             dropout=dropout,
             bias=True,
-            mlp="gelu",
+            mlp=HF_ACTIVATIONS.get(hf["activation_function"], "gelu"),
         )
     except ValueError as error:
         problems.append(str(error))
@@ -193,57 +183,24 @@ def read_safetensors(model_dir: Path) -> dict[str, np.ndarray]:
 
 
 def _is_skipped(key: str) -> bool:
-    """Buffers, not weights: the causal masks `h.<i>.attn.bias` / `.masked_bias`, and the
-    output layer, which GPT-2 ties to `wte.weight`."""
+    """Buffers, not weights: the causal masks `transformer.h.<i>.attn.bias` / `.masked_bias`, and
+    the output layer, which GPT-2 ties to `wte.weight`."""
     parts = key.split(".")
     return key == "lm_head.weight" or (
-        len(parts) == 4
-        and parts[0] == "h"
-        and parts[2] == "attn"
-        and parts[3] in ("bias", "masked_bias")
+        len(parts) == 5 and parts[1] == "h" and parts[3] == "attn" and parts[4] in ("bias", "masked_bias")
     )
 
 
 def load_weights(config: GPTConfig, tensors: dict[str, np.ndarray]) -> GPT:
     """Our GPT holding GPT-2's `tensors` (keys with or without the `transformer.` prefix)."""
-    tensors = {key.removeprefix("transformer."): value for key, value in tensors.items()}
+    tensors = {key if key.startswith(("transformer.", "lm_head.")) else f"transformer.{key}": value
+               for key, value in tensors.items()}
     skeleton = eqx.filter_eval_shape(GPT, config, key=jax.random.key(0))
-
-    def take(key: str, expected: tuple[int, ...], transpose: bool = False) -> np.ndarray:
-        """The array `key`, removed from `tensors` as it is used (GPT-2 XL is 6 GB)."""
-        if key not in tensors:
-            raise PretrainedError(f"the weights have no {key!r}, which config.json implies")
-        array = np.asarray(tensors.pop(key), dtype=np.float32)
-        array = array.T if transpose else array
-        if array.shape != expected:
-            stored = (
-                f"{array.shape[::-1]}, transposed to {array.shape}" if transpose else array.shape
-            )
-            raise PretrainedError(
-                f"{key} has shape {stored} in the weights; config.json implies {expected}"
-            )
-        return array
-
-    arrays = {}
-    for name in ("wte.weight", "wpe.weight", "ln_f.weight", "ln_f.bias"):
-        expected = find_sub_tree(skeleton.transformer, name).shape
-        arrays[f"transformer.{name}"] = jnp.asarray(take(name, expected))
-    for name in BLOCK_ARRAYS:
-        expected = find_sub_tree(skeleton.transformer.h, name).shape[1:]
-        transpose = name in CONV1D_WEIGHTS
-        layers = [take(f"h.{i}.{name}", expected, transpose) for i in range(config.n_layer)]
-        arrays[f"transformer.h.{name}"] = jnp.asarray(np.stack(layers))
-    unexpected = sorted(key for key in tensors if not _is_skipped(key))
+    model = stacked(tensors, skeleton, "config.json", transposed=CONV1D_WEIGHTS)  # takes what it uses
+    unexpected = sorted(key.removeprefix("transformer.") for key in tensors if not _is_skipped(key))
     if unexpected:
         raise PretrainedError(
             f"the weights hold {len(unexpected)} arrays that a GPT-2 of this config.json does "
             f"not have, e.g. {unexpected[0]!r}"
         )
-
-    names = list(arrays)
-    where = lambda model: [find_sub_tree(model, name) for name in names]
-    model = eqx.tree_at(where, skeleton, [arrays[name] for name in names])
-    leftover = [x for x in jax.tree.leaves(model) if isinstance(x, jax.ShapeDtypeStruct)]
-    if leftover:  # a mapping above that misses one of the model's arrays: our bug, not the user's
-        raise RuntimeError(f"{len(leftover)} arrays of the model were not loaded from the weights")
     return model

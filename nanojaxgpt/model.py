@@ -14,7 +14,8 @@ Notable choices:
   CUDA GPU bf16/fp16 attention is cuDNN's fused (flash) attention, the backward pass keeps
   everything, and the scan is unrolled unless XLA's deterministic ops are on.
 - The MLP is SwiGLU by default, sized to the parameter count of GPT-2's 4*n_embd GELU MLP;
-  `mlp="gelu"` is GPT-2's own MLP (tanh GELU), needed to load its weights.
+  `mlp="gelu"` is GPT-2's own MLP (tanh GELU), needed to load its weights, and
+  `mlp="gelu_exact"` nanoGPT's (erf GELU), needed to continue a network nanoGPT trained.
 - The output projection is the token embedding matrix itself (weight tying): one array, one
   gradient that sums both uses.
 - The modern recipe's options (rotary embeddings, QK-norm, ReLU^2, an untied head, soft-capped
@@ -85,6 +86,12 @@ def gelu(x: Array) -> Array:
     return jax.nn.gelu(x, approximate=True)
 
 
+def exact_gelu(x: Array) -> Array:
+    """GELU with the Gaussian CDF computed exactly (erf): nanoGPT's `nn.GELU()`, so that a network
+    nanoGPT trained computes here what it computed there (the tanh form differs by up to ~1e-3)."""
+    return jax.nn.gelu(x, approximate=False)
+
+
 def relu_squared(x: Array) -> Array:
     """ReLU(x)^2 (So et al. 2021, "Primer"), the modded-nanogpt speedrun's activation."""
     return jnp.square(jax.nn.relu(x))
@@ -115,6 +122,7 @@ class MLP(eqx.Module):
 MLPS = {
     "swiglu": SwiGLU,
     "gelu": MLP,
+    "gelu_exact": lambda config, *, key: MLP(config, exact_gelu, key=key),
     "relu2": lambda config, *, key: MLP(config, relu_squared, key=key),
 }
 

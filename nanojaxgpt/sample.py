@@ -2,8 +2,9 @@
 
 nanoGPT's sample.py options, given as `--key=value` and checked against the defaults below.
 With no arguments it samples from the default training run's checkpoint (out-shakespeare-char).
-Text is decoded with the data set's `data/<dataset>/meta.pkl` when the checkpoint's data set has
-one, otherwise with GPT-2's BPE (offline too); GPT-2 models always use GPT-2's BPE. The
+Text is decoded with the vocabulary the checkpoint keeps; a nanoGPT `ckpt.pt` (or an older
+checkpoint of ours) with its data set's `data/<dataset>/meta.pkl` when there is one, otherwise
+with GPT-2's BPE (offline too); GPT-2 models always use GPT-2's BPE. The
 `num_samples` samples are drawn as one batch with a key/value cache (nanojaxgpt/generate.py).
 """
 
@@ -23,6 +24,7 @@ from nanojaxgpt.errors import RuntimeFailure, UsageError, run_main
 from nanojaxgpt.generate import generate
 from nanojaxgpt.hf import from_pretrained
 from nanojaxgpt.model import GPT
+from nanojaxgpt.nanogpt import is_nanogpt_checkpoint, load_model_and_tokenizer as load_nanogpt_model_and_tokenizer
 from nanojaxgpt.precision import cast_floats
 from nanojaxgpt.tokenizer import GPT2Tokenizer, Tokenizer
 from nanojaxgpt.usage import describe
@@ -33,9 +35,7 @@ DTYPES = ("float32", "bfloat16", "float16")
 
 @dataclass(frozen=True)
 class SampleConfig:
-    init_from: str = (
-        "resume"  # 'resume' (the checkpoint in out_dir), 'gpt2'..'gpt2-xl', or a local HF model dir
-    )
+    init_from: str = "resume"  # 'resume' (out_dir), 'gpt2'..'gpt2-xl', an HF model dir or a nanoGPT ckpt.pt
     out_dir: str = "out-shakespeare-char"  # where `python -m nanojaxgpt.train` saves by default
     start: str = "\n"  # the prompt, or "FILE:prompt.txt" to read it from a file
     num_samples: int = 10  # drawn together, as one batch
@@ -46,6 +46,7 @@ class SampleConfig:
     device: str = "auto"  # 'cpu', 'cuda' ('gpu'), 'tpu', or 'auto' for JAX's default
     dtype: str = "float32"  # of weights and activations: 'float32', 'bfloat16' or 'float16'
     compile: bool = True  # accepted so nanoGPT's commands paste as they are; we always compile
+    meta: str = ""  # a nanoGPT ckpt.pt's vocabulary, its meta.pkl; '' looks in data/<its dataset>/
 
 
 def parse_args(argv: list[str]) -> SampleConfig:
@@ -70,12 +71,12 @@ def check(config: SampleConfig) -> None:
         raise UsageError(f"dtype={config.dtype!r} is not one of {', '.join(DTYPES)}")
     device_platform(config.device)
     choices = ("resume", *PRETRAINED)
-    if config.init_from not in choices and not Path(config.init_from).is_dir():
+    if config.init_from not in choices and not Path(config.init_from).exists():
         close = difflib.get_close_matches(config.init_from, choices, n=1, cutoff=0.6)
         hint = f"; did you mean '{close[0]}'?" if close else ""
         raise UsageError(
-            f"init_from={config.init_from!r} is not one of {', '.join(choices)} or a local "
-            f"Hugging Face model directory{hint}"
+            f"init_from={config.init_from!r} is not one of {', '.join(choices)}, a local "
+            f"Hugging Face model directory or a nanoGPT ckpt.pt{hint}"
         )
 
 
@@ -142,6 +143,8 @@ def main(argv: list[str]) -> None:
     select_device(config.device)
     if config.init_from == "resume":
         model, tokenizer = load_resumed(config.out_dir)
+    elif is_nanogpt_checkpoint(config.init_from):
+        model, tokenizer = load_nanogpt_model_and_tokenizer(config.init_from, config.meta)
     else:
         model, tokenizer = from_pretrained(config.init_from, dict(dropout=0.0)), GPT2Tokenizer()
     model = cast_floats(model, jnp.dtype(config.dtype))

@@ -115,8 +115,11 @@ def tokenizer_from_record(record: dict) -> Tokenizer:
 def load_tokenizer(data_dir: str | os.PathLike) -> Tokenizer:
     """The data set's character tokenizer when `data_dir/meta.pkl` exists, else GPT-2's BPE."""
     meta_path = os.path.join(data_dir, "meta.pkl")
-    if not os.path.exists(meta_path):
-        return GPT2Tokenizer()
-    with open(meta_path, "rb") as f:
+    return read_meta(meta_path) if os.path.exists(meta_path) else GPT2Tokenizer()
+
+
+def read_meta(path: str | os.PathLike) -> CharTokenizer:
+    """The character tokenizer of nanoGPT's `meta.pkl` at `path`."""
+    with open(path, "rb") as f:
         meta = pickle.load(f)
     return CharTokenizer(meta["stoi"], meta["itos"])

@@ -7,14 +7,16 @@ off: the batches and dropout masks depend only on the seed and the iteration num
 """
 
 import contextlib
+import dataclasses
 import json
 import math
 import signal
 import sys
 import threading
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Callable
 
 import equinox as eqx
 import jax
@@ -27,7 +29,7 @@ from tqdm import tqdm
 from nanojaxgpt.architecture import ARCHITECTURE_KEYS, GPTConfig
 from nanojaxgpt.checkpoint import has_checkpoint, load_checkpoint, load_optimizer_state, save_checkpoint
 from nanojaxgpt.compile_cache import use_compilation_cache
-from nanojaxgpt.config import TrainConfig, parse_args
+from nanojaxgpt.config import TrainConfig, continued_config, parse_args
 from nanojaxgpt.data import BatchSampler
 from nanojaxgpt.determinism import request_deterministic_ops
 from nanojaxgpt.distributed import (
@@ -48,6 +50,7 @@ from nanojaxgpt.hf import from_pretrained
 from nanojaxgpt.host_memory import keep_freed_host_memory
 from nanojaxgpt.memory import compile_step
 from nanojaxgpt.model import GPT
+from nanojaxgpt.nanogpt import adamw_state, is_nanogpt_checkpoint, read_checkpoint as read_nanogpt_checkpoint
 from nanojaxgpt.optim import learning_rate_at, make_optimizer
 from nanojaxgpt.precision import DynamicLossScale, all_finite, cast_floats, resolve_dtype
 from nanojaxgpt.prepare import prepare_command, prepare_dataset
@@ -137,26 +140,72 @@ def load_data(config: TrainConfig, global_batch: int) -> tuple[BatchSampler, Tok
     return sampler, tokenizer
 
 
-def init_model(config: TrainConfig, vocab_size: int | None, key) -> tuple[GPT, dict | None]:
-    """The model to start from, and the checkpoint state when resuming."""
+def new_model(config: TrainConfig, vocab_size: int | None, key) -> GPT:
+    """The model a new run starts from: initialised, or GPT-2's weights."""
     if config.init_from == "scratch":
         print("Initializing a new model from scratch")
-        model_config = GPTConfig.from_training(config, vocab_size=vocab_size or 50304)
-        return GPT.create_instance(model_config, key), None
-    if config.init_from == "resume":
-        print(f"Resuming training from {config.out_dir}")
-        model, state = load_checkpoint(config.out_dir)
-        check_resumed_config(config, state["model_args"])
-        return model, state
+        return GPT.create_instance(GPTConfig.from_training(config, vocab_size=vocab_size or 50304), key)
     print(f"Initializing from OpenAI GPT-2 weights: {config.init_from}")
     model = from_pretrained(config.init_from, dict(dropout=config.dropout))
-    if config.block_size < model.config.block_size:
-        model = model.crop_block_size(config.block_size)
-    return model, None
+    return model.crop_block_size(config.block_size) if config.block_size < model.config.block_size else model
 
 
-def check_resumed_config(config: TrainConfig, checkpoint_config: dict) -> None:
-    """Resuming with a model config other than the checkpoint's is a mistake: say which keys."""
+@dataclass
+class ContinuedRun:
+    """The run that this one continues: our checkpoint in out_dir, or nanoGPT's ckpt.pt."""
+
+    source: str  # its out_dir, or the ckpt.pt
+    model: GPT
+    iter_num: int
+    best_val_loss: float
+    time_s: float  # its training time so far, which this run's `time_s` continues
+    loss_scale: dict  # float16's loss scale as it stood, if any
+    optimizer_state: Callable  # optimizer (built as in that run) -> its state as saved
+
+
+def continue_run(config: TrainConfig, say) -> tuple[TrainConfig, ContinuedRun | None]:
+    """The run's config and, when it continues another run, that run. Its config comes from
+    that run's checkpoint, but for the keys this command gives anew (said in one line) and
+    those of the process (`PROCESS_KEYS`)."""
+    if config.init_from == "resume":
+        say(f"Resuming training from {config.out_dir}")
+        model, state = load_checkpoint(config.out_dir)
+        run = ContinuedRun(config.out_dir, model, state["iter_num"], state["best_val_loss"],
+                           state.get("time_s", 0.0), state.get("loss_scale") or {},
+                           lambda optimizer, model: load_optimizer_state(config.out_dir, optimizer, model))
+        saved = state.get("config", {})
+    elif is_nanogpt_checkpoint(config.init_from):
+        say(f"Initializing from nanoGPT's checkpoint {config.init_from}")
+        if config.optimizer != "adamw":
+            raise UsageError(f"{config.init_from} holds AdamW's state: continue it with --optimizer=adamw")
+        nanogpt = read_nanogpt_checkpoint(config.init_from)
+        run = ContinuedRun(config.init_from, nanogpt.model, nanogpt.iter_num, nanogpt.best_val_loss, 0.0, {},
+                           lambda optimizer, model: adamw_state(
+                               optimizer.init(eqx.filter(model, eqx.is_inexact_array)), nanogpt))
+        # its device, dtype and compile describe nanoGPT's machine (dtype is 'float16' wherever
+        # torch sees no bfloat16 GPU, a CPU included): this process chooses its own
+        saved = {k: v for k, v in nanogpt.config.items() if k not in ("dtype", "device", "compile")}
+    else:
+        return config, None
+    check_resumed_config(config, asdict(run.model.config), run.source)
+    saved = {**saved, **{key: getattr(run.model.config, key) for key in ARCHITECTURE_KEYS}}
+    config, changed = continued_config(config, saved, run.source)
+    if changed:
+        say(f"note: given anew, unlike the checkpoint's config: {', '.join(changed)}")
+    return config, dataclasses.replace(run, model=with_dropout(run.model, config.dropout))
+
+
+def with_dropout(model: GPT, dropout: float) -> GPT:
+    """`model` with its dropout rate set to `dropout` (a continued run may change it)."""
+    if dropout == model.config.dropout:
+        return model
+    config = dataclasses.replace(model.config, dropout=dropout)
+    skeleton = eqx.filter_eval_shape(GPT, config, key=jax.random.key(0))
+    return eqx.combine(eqx.filter(model, eqx.is_array), eqx.filter(skeleton, eqx.is_array, inverse=True))
+
+
+def check_resumed_config(config: TrainConfig, checkpoint_config: dict, where: str) -> None:
+    """Continuing with a model config other than the checkpoint's is a mistake: say which keys."""
     mismatched = [
         f"{key} (checkpoint {checkpoint_config[key]!r}, requested {getattr(config, key)!r})"
         for key in ARCHITECTURE_KEYS
@@ -164,7 +213,7 @@ def check_resumed_config(config: TrainConfig, checkpoint_config: dict) -> None:
     ]
     if mismatched:
         raise UsageError(
-            f"the checkpoint in {config.out_dir} has another model config: {'; '.join(mismatched)}; "
+            f"the checkpoint in {where} has another model config: {'; '.join(mismatched)}; "
             f"drop these overrides or use another out_dir"
         )
 
@@ -172,10 +221,11 @@ def check_resumed_config(config: TrainConfig, checkpoint_config: dict) -> None:
 class MetricsLog:
     """nanoGPT's log lines on stdout (above the progress bar), and JSON lines in out_dir, each
     with `time_s`, the wall-clock seconds since the run started (loading and compiling
-    included): what `nanojaxgpt.seeds` and `nanojaxgpt.plot` put loss against."""
+    included; a resumed run goes on from its checkpoint's time): what `nanojaxgpt.seeds` and
+    `nanojaxgpt.plot` put loss against."""
 
-    def __init__(self, config: TrainConfig, enabled: bool = True):
-        self.started = time.time()
+    def __init__(self, config: TrainConfig, time_s: float = 0.0, enabled: bool = True):
+        self.started = time.time() - time_s
         self.path = Path(config.out_dir) / "metrics.jsonl"
         self.enabled = enabled
         self.wandb = None
@@ -196,10 +246,14 @@ class MetricsLog:
         if not self.enabled:
             return
         tqdm.write(line)
-        self._append({**record, "time_s": round(time.time() - self.started, 3)})
+        self._append({**record, "time_s": self.elapsed()})
         if self.wandb is not None and "val_loss" in record:
             self.wandb.log({"iter": record["iter"], "train/loss": record["train_loss"],
                             "val/loss": record["val_loss"], "lr": record["lr"]})
+
+    def elapsed(self) -> float:
+        """The run's wall-clock seconds so far, to the millisecond."""
+        return round(time.time() - self.started, 3)
 
     def _append(self, record: dict | None) -> None:
         """Make out_dir and append `record` (if any) to the metrics file; failing, one line."""
@@ -286,19 +340,20 @@ def train(config: TrainConfig) -> GPT:
     refuse_to_replace_a_checkpoint(config)
     main_process = is_main_process()
     say = print if main_process else lambda *args: None
+    config, continued = continue_run(config, say)
     n_devices, micro_steps, device_batch = split_over_devices(config, say)
     mesh = make_mesh(n_devices)
     global_batch = device_batch * n_devices
     say(f"devices: {n_devices} ({jax.devices()[0].platform}), mesh data={n_devices}"
         f"{' (fsdp)' if config.fsdp else ''}")
-    log = MetricsLog(config, enabled=main_process)
+    log = MetricsLog(config, continued.time_s if continued else 0.0, enabled=main_process)
     sampler, tokenizer = load_data(config, global_batch)
     vocab_size = tokenizer.vocab_size if isinstance(tokenizer, CharTokenizer) else None
     tokens_per_iter = config.gradient_accumulation_steps * config.batch_size * config.block_size
     say(f"tokens per iteration will be: {tokens_per_iter:,}")
 
     init_key, train_key = jax.random.split(jax.random.key(config.seed))
-    model, state = init_model(config, vocab_size, init_key)
+    model = continued.model if continued else new_model(config, vocab_size, init_key)
     if vocab_size is not None and vocab_size > model.config.vocab_size:
         raise UsageError(
             f"data set {config.dataset} has vocab_size {vocab_size} but the model only "
@@ -312,17 +367,17 @@ def train(config: TrainConfig) -> GPT:
     say(f"number of parameters: {model.get_num_params() / 1e6:.2f}M")
     optimizer = make_optimizer(model, config)
     dtype = resolve_dtype(config.dtype)
-    if state is None:
+    if continued is None:
         iter_num, best_val_loss = 0, 1e9
         opt_state = optimizer.init(eqx.filter(model, eqx.is_inexact_array))
     else:
-        iter_num, best_val_loss = state["iter_num"], state["best_val_loss"]
-        opt_state = load_optimizer_state(config.out_dir, optimizer, model)
+        iter_num, best_val_loss = continued.iter_num, continued.best_val_loss
+        opt_state = continued.optimizer_state(optimizer, model)
         if iter_num >= config.max_iters and not config.eval_only:
-            say(f"note: the checkpoint in {config.out_dir} is at iter {iter_num} and max_iters is "
+            say(f"note: the checkpoint in {continued.source} is at iter {iter_num} and max_iters is "
                 f"{config.max_iters}: nothing to train; to train on, raise --max_iters (and "
                 f"--lr_decay_iters with it)")
-    saved_scale = (state or {}).get("loss_scale") or {}
+    saved_scale = continued.loss_scale if continued else {}
     loss_scale = DynamicLossScale.create(**saved_scale) if dtype == jnp.float16 else None
     model = place(model, state_shardings(model, mesh, config.fsdp))
     opt_state = place(opt_state, state_shardings(opt_state, mesh, config.fsdp))
@@ -335,6 +390,7 @@ def train(config: TrainConfig) -> GPT:
         save_checkpoint(config.out_dir, host_model, host_opt_state, {
             "iter_num": iter_num,
             "best_val_loss": best_val_loss,
+            "time_s": log.elapsed(),  # training time so far, which a resumed run continues
             "config": {k: v for k, v in asdict(config).items() if k != "explicitly_set"},
             # batches and dropout keys are functions of (seed, iter_num): nothing else to keep
             "rng": {"seed": config.seed, "next_iter": iter_num},

@@ -1,12 +1,16 @@
 """nanoGPT's PyTorch model and training step, for side-by-side runs with nanojaxgpt.
 
-The model is nanoGPT's model.py (LayerNorm with optional bias, fused-QKV attention through
-`scaled_dot_product_attention`, GELU MLP, tied embeddings, GPT-2 init), plus the SwiGLU MLP of
-nanojaxgpt so both MLPs can be compared. Training draws the very batches nanojaxgpt draws
-(`BatchSampler`, same seed), so losses are comparable run for run.
+The model is nanoGPT's model.py, written from its documented behaviour: LayerNorm with optional
+bias, fused-QKV attention through `scaled_dot_product_attention`, the MLP, tied embeddings,
+GPT-2's initialisation, and its module names, so that its `state_dict()` is nanoGPT's. The MLP
+follows nanojaxgpt's `mlp` key: 'gelu_exact' is nanoGPT's (`nn.GELU()`, erf), 'gelu' GPT-2's
+tanh GELU, 'swiglu' nanojaxgpt's default. The optimizer is nanoGPT's configure_optimizers
+(AdamW, the 2-D parameters decayed), a step is its train.py's (accumulation, clipping, step),
+and `nanogpt_checkpoint` is the dict its train.py saves. Training draws the very batches
+nanojaxgpt draws (`BatchSampler`, same seed), so losses are comparable run for run.
 
     pip install -e ".[torch]"
-    python scripts/torch_reference.py --mlp=gelu          # nanoGPT's CPU recipe, 2000 iters
+    python scripts/torch_reference.py --mlp=gelu_exact    # nanoGPT's network and CPU recipe
 """
 
 import argparse
@@ -21,8 +25,8 @@ import torch.nn.functional as F
 from nanojaxgpt.config import parse_args
 from nanojaxgpt.data import BatchSampler
 from nanojaxgpt.model import swiglu_hidden_size
+from nanojaxgpt.nanogpt import CONFIG_KEYS
 from nanojaxgpt.tokenizer import load_tokenizer
-from nanojaxgpt.optim import learning_rate_at
 
 
 class LayerNorm(nn.Module):
@@ -58,6 +62,7 @@ class MLP(nn.Module):
         self.swiglu = c.mlp == "swiglu"
         hidden = swiglu_hidden_size(c.n_embd) if self.swiglu else 4 * c.n_embd
         self.c_fc = nn.Linear(c.n_embd, 2 * hidden if self.swiglu else hidden, bias=c.bias)
+        self.gelu = nn.GELU(approximate="tanh" if c.mlp == "gelu" else "none")
         self.c_proj = nn.Linear(hidden, c.n_embd, bias=c.bias)
         self.dropout = nn.Dropout(c.dropout)
 
@@ -67,7 +72,7 @@ class MLP(nn.Module):
             gate, value = h.chunk(2, dim=-1)
             h = F.silu(gate) * value
         else:
-            h = F.gelu(h, approximate="tanh")
+            h = self.gelu(h)
         return self.dropout(self.c_proj(h))
 
 
@@ -85,13 +90,15 @@ class Block(nn.Module):
 class GPT(nn.Module):
     def __init__(self, c, vocab_size):
         super().__init__()
-        self.wte = nn.Embedding(vocab_size, c.n_embd)
-        self.wpe = nn.Embedding(c.block_size, c.n_embd)
-        self.drop = nn.Dropout(c.dropout)
-        self.h = nn.ModuleList([Block(c) for _ in range(c.n_layer)])
-        self.ln_f = LayerNorm(c.n_embd, c.bias)
+        self.transformer = nn.ModuleDict(dict(
+            wte=nn.Embedding(vocab_size, c.n_embd),
+            wpe=nn.Embedding(c.block_size, c.n_embd),
+            drop=nn.Dropout(c.dropout),
+            h=nn.ModuleList([Block(c) for _ in range(c.n_layer)]),
+            ln_f=LayerNorm(c.n_embd, c.bias),
+        ))
         self.lm_head = nn.Linear(c.n_embd, vocab_size, bias=False)
-        self.wte.weight = self.lm_head.weight  # weight tying
+        self.transformer.wte.weight = self.lm_head.weight  # weight tying
         self.apply(self._init_weights)
         for name, p in self.named_parameters():
             if name.endswith("c_proj.weight"):
@@ -104,12 +111,14 @@ class GPT(nn.Module):
             if getattr(module, "bias", None) is not None:
                 nn.init.zeros_(module.bias)
 
-    def forward(self, idx, targets):
-        T = idx.size(1)
-        x = self.drop(self.wte(idx) + self.wpe(torch.arange(T, device=idx.device)))
-        for block in self.h:
+    def forward(self, idx, targets=None):
+        positions = torch.arange(idx.size(1), device=idx.device)
+        x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(positions))
+        for block in self.transformer.h:
             x = block(x)
-        logits = self.lm_head(self.ln_f(x))
+        logits = self.lm_head(self.transformer.ln_f(x))
+        if targets is None:
+            return logits
         return F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1))
 
 
@@ -123,16 +132,41 @@ def make_optimizer(model, c):
     return torch.optim.AdamW(groups, lr=c.learning_rate, betas=(c.beta1, c.beta2))
 
 
+def get_lr(it: int, c) -> float:
+    """nanoGPT's learning rate at iteration `it`: linear warmup, cosine decay, then min_lr."""
+    if not c.decay_lr:
+        return c.learning_rate
+    if it < c.warmup_iters:
+        return c.learning_rate * (it + 1) / (c.warmup_iters + 1)
+    if it > c.lr_decay_iters:
+        return c.min_lr
+    decay_ratio = (it - c.warmup_iters) / (c.lr_decay_iters - c.warmup_iters)
+    coeff = 0.5 * (1.0 + math.cos(math.pi * decay_ratio))
+    return c.min_lr + coeff * (c.learning_rate - c.min_lr)
+
+
 def train_step(model, optimizer, x, y, c):
-    """One iteration as nanoGPT's train.py runs it: accumulate, clip, step."""
+    """One iteration as nanoGPT's train.py runs it: accumulate, clip, step. Returns the mean of
+    the micro-batches' losses (what nanojaxgpt logs; nanoGPT logs the last micro-batch's)."""
+    losses = []
     for micro_x, micro_y in zip(x, y):
         loss = model(micro_x, micro_y) / len(x)
         loss.backward()
+        losses.append(loss.item() * len(x))
     if c.grad_clip:
         torch.nn.utils.clip_grad_norm_(model.parameters(), c.grad_clip)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-    return loss.item() * len(x)
+    return sum(losses) / len(losses)
+
+
+def nanogpt_checkpoint(model, optimizer, c, iter_num: int, best_val_loss) -> dict:
+    """The dict nanoGPT's train.py saves as ckpt.pt."""
+    model_args = dict(n_layer=c.n_layer, n_head=c.n_head, n_embd=c.n_embd, block_size=c.block_size,
+                      bias=c.bias, vocab_size=model.lm_head.weight.shape[0], dropout=c.dropout)
+    return {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "model_args": model_args,
+            "iter_num": iter_num, "best_val_loss": best_val_loss,
+            "config": {key: getattr(c, key) for key in CONFIG_KEYS}}
 
 
 @torch.no_grad()
@@ -169,7 +203,7 @@ def main():
         if iter_num == c.max_iters:
             break
         for group in optimizer.param_groups:
-            group["lr"] = float(learning_rate_at(iter_num, c))
+            group["lr"] = get_lr(iter_num, c)
         x, y = sampler.batches("train", c.gradient_accumulation_steps, 0, iter_num)
         loss = train_step(model, optimizer, torch.from_numpy(x).long(), torch.from_numpy(y).long(), c)
         if iter_num % c.log_interval == 0:

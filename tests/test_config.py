@@ -53,15 +53,15 @@ def test_config_file_then_overrides_in_order(tmp_path):
     [
         (["--batchsize=8"], "unknown config key 'batchsize' in --batchsize=8; did you mean 'batch_size'?"),
         (["--zzz=1"], "unknown config key 'zzz' in --zzz=1; the keys are out_dir, eval_interval, "),
-        (["--batch_size=abc"], "batch_size='abc' in --batch_size=abc is a str; batch_size takes a int"),
-        (["--batch_size=2.5"], "batch_size=2.5 in --batch_size=2.5 is a float; batch_size takes a int"),
-        (["--bias=1"], "bias=1 in --bias=1 is a int; bias takes a bool"),
+        (["--batch_size=abc"], "batch_size='abc' in --batch_size=abc is a str; batch_size takes an int"),
+        (["--batch_size=2.5"], "batch_size=2.5 in --batch_size=2.5 is a float; batch_size takes an int"),
+        (["--bias=1"], "bias=1 in --bias=1 is an int; bias takes a bool"),
         (["--dropout=2"], r"dropout=2.0 must be in \[0, 1\)"),
         (["--batch_size=0"], "batch_size=0 must be a positive integer"),
         (["--n_embd=100", "--n_head=3"], "n_embd=100 is not divisible by n_head=3"),
         (["--n_layer"], "--n_layer: overrides take the form --key=value"),
         (["--init_from=gpt3"], "init_from='gpt3' is not one of scratch, resume, gpt2, gpt2-medium"),
-        (["--mlp=relu"], "mlp='relu' is not one of swiglu, gelu, relu2"),
+        (["--mlp=relu"], "mlp='relu' is not one of swiglu, gelu, gelu_exact, relu2"),
         (["--pos_emb=alibi"], "pos_emb='alibi' is not one of learned, rotary"),
         (["--pos_emb=rotary", "--n_embd=132", "--n_head=4"], "pos_emb='rotary' needs an even head size"),
         (["--logit_softcap=-1"], r"logit_softcap=-1.0 must be >= 0 \(0 is off\)"),
@@ -88,7 +88,7 @@ def test_config_file_errors_name_the_file_and_line(tmp_path):
         parse_args([str(unknown)])
     wrong_type = tmp_path / "wrong_type.py"
     wrong_type.write_text("max_iters = '100'\n")
-    with pytest.raises(UsageError, match="max_iters='100' in .* is a str; max_iters takes a int"):
+    with pytest.raises(UsageError, match="max_iters='100' in .* is a str; max_iters takes an int"):
         parse_args([str(wrong_type)])
 
 

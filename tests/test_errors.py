@@ -126,7 +126,7 @@ def test_unknown_key_names_the_nearest_valid_key(root):
 @pytest.mark.parametrize(
     "override, message",
     [
-        ("--batch_size=abc", "batch_size='abc' in --batch_size=abc is a str; batch_size takes a int, like its default 12"),
+        ("--batch_size=abc", "batch_size='abc' in --batch_size=abc is a str; batch_size takes an int, like its default 12"),
         ("--dropout=2", "dropout=2.0 must be in [0, 1), e.g. --dropout=0.2"),
     ],
 )
@@ -187,7 +187,7 @@ def test_unknown_init_from_lists_the_accepted_values(root):
     before = snapshot(root)
     assert one_error_line(train("--init_from=gpt3", cwd=root), 2) == (
         "error: init_from='gpt3' is not one of scratch, resume, gpt2, gpt2-medium, gpt2-large, "
-        "gpt2-xl or a Hugging Face model directory"
+        "gpt2-xl, a Hugging Face model directory or a nanoGPT ckpt.pt"
     )
     assert snapshot(root) == before
 

@@ -44,12 +44,17 @@ def our_logits(model, idx) -> np.ndarray:
     return np.asarray(eqx.filter_jit(jax.vmap(GPT.__call__, in_axes=(None, 0)))(model, jnp.asarray(idx)))
 
 
-@pytest.mark.parametrize("bias", [True, False])
-def test_transformers_loads_the_export_with_our_logits_and_so_do_we(tmp_path, bias):
-    model = trained_run(tmp_path / "out", bias=bias)
+@pytest.mark.parametrize("bias, mlp", [(True, "gelu"), (False, "gelu_exact")])
+def test_transformers_loads_the_export_with_our_logits_and_so_do_we(tmp_path, bias, mlp):
+    model = trained_run(tmp_path / "out", bias=bias, mlp=mlp)
     result = export(tmp_path / "out", tmp_path / "hf", tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout == f"wrote config.json, model.safetensors to {tmp_path / 'hf'}\n"
+    config = json.loads((tmp_path / "hf/config.json").read_text())
+    assert config["activation_function"] == {"gelu": "gelu_new", "gelu_exact": "gelu"}[mlp]
+    assert config["bos_token_id"] is config["eos_token_id"] is None  # not GPT-2's vocabulary: no GPT-2 ids
+    # the files get the user's umask, as any file written
+    assert (tmp_path / "hf/model.safetensors").stat().st_mode == (tmp_path / "hf/config.json").stat().st_mode
     idx = np.random.default_rng(0).integers(0, 100, (3, 24))
     expected = our_logits(model, idx)
     hf = transformers.GPT2LMHeadModel.from_pretrained(tmp_path / "hf").eval()
@@ -64,6 +69,8 @@ def test_a_model_trained_on_gpt2_bpe_takes_gpt2s_tokenizer_along(tmp_path):
     trained_run(tmp_path / "out", vocab_size=50304, n_embd=16, n_head=2, n_layer=1)
     assert export(tmp_path / "out", tmp_path / "hf", tmp_path).returncode == 0
     assert {"vocab.json", "merges.txt"} <= {path.name for path in (tmp_path / "hf").iterdir()}
+    config = json.loads((tmp_path / "hf/config.json").read_text())
+    assert config["bos_token_id"] == config["eos_token_id"] == 50256
     tokenizer = transformers.GPT2Tokenizer.from_pretrained(tmp_path / "hf")
     text = "Hello, world! Export me to the hub."
     assert tokenizer.encode(text) == GPT2Tokenizer().encode(text)

@@ -27,7 +27,7 @@ def small_model(**overrides) -> GPT:
 
 
 def test_every_mlp_choice_has_its_module():
-    assert tuple(MLPS) == MLP_CHOICES == ("swiglu", "gelu", "relu2")
+    assert tuple(MLPS) == MLP_CHOICES == ("swiglu", "gelu", "gelu_exact", "relu2")
 
 
 @pytest.mark.parametrize("mlp", MLP_CHOICES)
@@ -175,7 +175,7 @@ def test_dropout_is_random_in_training_and_off_in_inference():
         (dict(vocab_size=0), "vocab_size=0 must be a positive integer"),
         (dict(dropout=1.0), r"dropout=1.0 must be in \[0, 1\)"),
         (dict(dropout=-0.1), r"dropout=-0.1 must be in \[0, 1\)"),
-        (dict(mlp="relu"), "mlp='relu' is not one of swiglu, gelu, relu2"),
+        (dict(mlp="relu"), "mlp='relu' is not one of swiglu, gelu, gelu_exact, relu2"),
         (dict(pos_emb="alibi"), "pos_emb='alibi' is not one of learned, rotary"),
         (dict(pos_emb="rotary", n_embd=132, n_head=4), "needs an even head size, not n_embd/n_head = 33"),
         (dict(logit_softcap=-1.0), r"logit_softcap=-1.0 must be >= 0 \(0 is off\)"),

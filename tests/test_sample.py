@@ -167,10 +167,10 @@ def test_options_are_checked_against_the_defaults():
         ),
         (
             ["--num_samples=two"],
-            r"num_samples='two' in --num_samples=two is a str; num_samples takes a int, like its default 10",
+            r"num_samples='two' in --num_samples=two is a str; num_samples takes an int, like its default 10",
         ),
-        (["--top_k=2.5"], "top_k takes a int"),
-        (["--seed=True"], "is a bool; seed takes a int"),
+        (["--top_k=2.5"], "top_k takes an int"),
+        (["--seed=True"], "is a bool; seed takes an int"),
         (["num_samples=3"], "num_samples=3: overrides take the form --key=value"),
         (["out-a", "out-b"], r"out-a out-b: give one OUT_DIR: python -m nanojaxgpt.sample \[OUT_DIR\] "),
         (["--num_samples=0"], "num_samples=0 must be at least 1"),

@@ -65,10 +65,14 @@ def test_short_default_run_prepares_data_and_learns(in_data_root, capsys):
 
 
 @pytest.mark.parametrize("options", [[], MODERN_OPTIONS], ids=["default", "modern"])
-def test_resume_continues_bit_identically(in_data_root, options):
+def test_resume_continues_bit_identically(in_data_root, options, capsys):
     train(parse_args([*TINY, *options, "--out_dir=straight", "--max_iters=12"]))
     train(parse_args([*TINY, *options, "--out_dir=split", "--max_iters=6"]))
-    train(parse_args([*TINY, *options, "--out_dir=split", "--max_iters=12", "--init_from=resume"]))
+    capsys.readouterr()
+    # every key of the run comes from the checkpoint (TINY's model, batch, schedule and dropout,
+    # the options); one given anew wins, and the run says so
+    train(parse_args(["--out_dir=split", "--max_iters=12", "--init_from=resume"]))
+    assert "\nnote: given anew, unlike the checkpoint's config: max_iters=12 (was 6)\n" in capsys.readouterr().out
     for name in ("model.eqx", "optimizer.eqx"):
         assert (in_data_root / "straight" / name).read_bytes() == (in_data_root / "split" / name).read_bytes()
     straight = losses_only(metrics("straight"))
@@ -77,6 +81,9 @@ def test_resume_continues_bit_identically(in_data_root, options):
     assert after_resume(straight) == after_resume(split)
     assert len(after_resume(straight)) == 6 + 2  # six steps, evals at 8 and 12
     assert json.loads((in_data_root / "split/ckpt.json").read_text())["iter_num"] == 12
+    # the run's clock goes on from the checkpoint's time: no step back at the resumed iteration
+    times = [r["time_s"] for r in metrics("split")]
+    assert times == sorted(times)
 
 
 def test_resuming_a_finished_run_says_there_is_nothing_to_train(in_data_root, capsys):

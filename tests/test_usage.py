@@ -54,7 +54,8 @@ def test_sample_and_bench_help_list_their_keys():
 def test_plot_prepare_and_export_help():
     plot = command_help("plot")
     assert "OUT_DIR/loss.png" in plot and set(described_keys(plot)) == {"out_dir", "output"}
-    assert "GPT2LMHeadModel.from_pretrained(HF_DIR)" in command_help("export")
+    export = command_help("export")
+    assert "GPT2LMHeadModel.from_pretrained(DEST)" in export and "--format=nanogpt" in export
     assert "--compare=" in command_help("seeds") and "Welch" in command_help("seeds", "-h")
     prepare = command_help("prepare")
     for option in ("--name", "--input", "--encoding", "--data-dir", "--num-proc"):
