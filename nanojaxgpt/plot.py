@@ -1,7 +1,7 @@
 """Plot losses: `python -m nanojaxgpt.plot [OUT_DIR]` writes OUT_DIR/loss.png, the run's losses
-against iterations; `python -m nanojaxgpt.plot OUT_DIR OUT_DIR ...` writes val_loss_vs_time.png,
-the val loss of each run against wall-clock seconds on one figure (the picture for choosing a
-recipe: loss per second).
+against iterations; `python -m nanojaxgpt.plot OUT_DIR OUT_DIR ...` writes
+out-plots/val_loss_vs_time.png (`--output`), the val loss of each run against wall-clock seconds
+on one figure (the picture for choosing a recipe: loss per second).
 
 Reads OUT_DIR/metrics.jsonl, which training appends to: the per-iteration training loss of the
 log lines and the train/val losses of each evaluation, each with its time. Needs matplotlib
@@ -20,7 +20,7 @@ from nanojaxgpt.usage import describe
 @dataclass(frozen=True)
 class PlotConfig:
     out_dir: str = "out-shakespeare-char"  # the run to plot (also the first argument, OUT_DIR)
-    output: str = "val_loss_vs_time.png"  # the figure of several runs (OUT_DIR OUT_DIR ...)
+    output: str = "out-plots/val_loss_vs_time.png"  # the figure of several runs (OUT_DIR OUT_DIR ...)
 
 
 def read_metrics(out_dir: Path) -> list[dict]:
@@ -77,6 +77,7 @@ def plot_val_loss_vs_time(out_dirs: list[Path], path: Path) -> Path:
     ax.set_ylabel("val loss")
     ax.legend()
     ax.grid(alpha=0.3)
+    path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(fig)
     return path

@@ -3,6 +3,7 @@ import sys
 
 import pytest
 
+from conftest import REPO
 from nanojaxgpt.config import TrainConfig, parse_args
 from nanojaxgpt.errors import UsageError
 from nanojaxgpt.architecture import ARCHITECTURE_KEYS, GPTConfig
@@ -69,9 +70,12 @@ def test_config_file_then_overrides_in_order(tmp_path):
         (["--muon_learning_rate=0"], "muon_learning_rate=0.0 must be > 0"),
         (["--muon_momentum=1"], r"muon_momentum=1.0 must be in \[0, 1\)"),
         (["no_such_config.py"], "config file no_such_config.py does not exist"),
+        (["configs/speedrun_shakespear_char.py"], "config file configs/speedrun_shakespear_char.py does not "
+         "exist; did you mean configs/speedrun_shakespeare_char.py\\?$"),
     ],
 )
-def test_bad_arguments_raise_one_line(argv, message):
+def test_bad_arguments_raise_one_line(argv, message, monkeypatch):
+    monkeypatch.chdir(REPO)  # where configs/ is
     with pytest.raises(UsageError, match=message) as error:
         parse_args(argv)
     assert "\n" not in str(error.value)

@@ -5,6 +5,7 @@ import dataclasses
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -60,6 +61,15 @@ def test_plot_prepare_and_export_help():
     prepare = command_help("prepare")
     for option in ("--name", "--input", "--encoding", "--data-dir", "--num-proc"):
         assert option in prepare
+
+
+def test_the_modules_that_run_as_commands_are_those_whose_help_is_tested():
+    """`python -m nanojaxgpt.<module>` does something only for the commands whose --help the
+    tests above run (their stderr empty: no warning). The modules the package imports on its
+    own (`generate`, `hf`, ...) run nothing, so runpy has no reason to warn about them."""
+    package = Path(__file__).resolve().parent.parent / "nanojaxgpt"
+    runnable = {path.stem for path in package.glob("*.py") if 'if __name__ == "__main__":' in path.read_text()}
+    assert runnable == {"train", "sample", "bench", "prepare", "plot", "export", "seeds"}
 
 
 def test_help_into_a_closed_pipe_is_quiet():
