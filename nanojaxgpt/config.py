@@ -89,6 +89,8 @@ class TrainConfig:
 
 # the optimizers nanojaxgpt/optim.py builds by name (its `OPTIMIZERS`)
 OPTIMIZER_CHOICES = ("adamw", "muon")
+# compute dtypes; 'auto' is bfloat16 on GPUs and TPUs, float32 on CPUs (nanojaxgpt/precision.py)
+DTYPE_CHOICES = ("auto", "float32", "bfloat16", "float16")
 KEYS = [f.name for f in dataclasses.fields(TrainConfig) if f.name != "explicitly_set"]
 DEFAULTS = TrainConfig()
 # Keys that belong to the process running a run, not to the run: a run that continues another
@@ -248,9 +250,8 @@ def check_ranges(config: TrainConfig) -> None:
         GPTConfig.from_training(config, vocab_size=1)
     except ValueError as error:
         raise UsageError(str(error)) from None
-    dtypes = ("auto", "float32", "bfloat16", "float16")
-    if config.dtype not in dtypes:
-        raise UsageError(f"dtype={config.dtype!r} is not one of {', '.join(dtypes)}")
+    if config.dtype not in DTYPE_CHOICES:
+        raise UsageError(f"dtype={config.dtype!r} is not one of {', '.join(DTYPE_CHOICES)}")
     if config.init_from not in ("scratch", "resume", *PRETRAINED) and not os.path.exists(config.init_from):
         raise UsageError(
             f"init_from={config.init_from!r} is not one of scratch, resume, "

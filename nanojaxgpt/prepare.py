@@ -7,6 +7,7 @@ Every data set becomes `train.bin` and `val.bin`, flat arrays of uint16 token id
 - `openwebtext`, `tinystories`: downloaded with Hugging Face `datasets` (the `data` extra),
   tokenised with GPT-2's BPE in parallel, each document followed by `<|endoftext|>`.
 - any text file: `python -m nanojaxgpt.prepare --input FILE --name NAME --encoding char|gpt2`.
+- `fineweb-edu`, `fineweb`: uint16 token shards and an index.json instead (nanojaxgpt/fineweb.py).
 
 Files are written to temporary names and renamed into place only once all of them are complete,
 so a failure leaves the files of an earlier run as they were.
@@ -24,6 +25,7 @@ import numpy as np
 from tqdm import tqdm
 
 from nanojaxgpt.errors import RuntimeFailure, UsageError, run_main
+from nanojaxgpt.fineweb import DEFAULT_SHARD_SIZE, DEFAULT_SUBSET, REPOSITORIES, prepare_fineweb
 from nanojaxgpt.tokenizer import CharTokenizer, gpt2_encoding
 
 # nanoGPT's source for Tiny Shakespeare, and the sha256 of the file it serves
@@ -209,8 +211,8 @@ def prepare_command(name: str, data_dir: Path) -> str:
     """The command that writes data set `name` into `data_dir`, for saying that it is missing."""
     if (data_dir / "prepare.py").exists():  # nanoGPT's layout: data/<name>/prepare.py
         return f"python {data_dir / 'prepare.py'}"
-    if name in DATASETS:
-        return f"python -m nanojaxgpt.prepare --name {name}"
+    if name in DATASETS or name in REPOSITORIES:
+        return f"python -m nanojaxgpt.prepare {name}"
     return f"python -m nanojaxgpt.prepare --input FILE --name {name}"
 
 
@@ -221,39 +223,70 @@ class ArgumentParser(argparse.ArgumentParser):
         raise UsageError(f"{message}: see python -m nanojaxgpt.prepare --help")
 
 
+def positive(text: str) -> int:
+    """argparse's type for counts: a positive integer (`1e8` and `100_000_000` welcome)."""
+    try:
+        value = float(text.replace("_", "")) if "e" in text.lower() else int(text.replace("_", ""))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if value < 1 or value != int(value):
+        raise argparse.ArgumentTypeError(f"{text} must be a whole number of at least 1")
+    return int(value)
+
+
 def main(argv: list[str]) -> None:
     parser = ArgumentParser(
         prog="python -m nanojaxgpt.prepare",
-        description="Write train.bin and val.bin (and meta.pkl for characters) into data/NAME.",
+        description="Write train.bin and val.bin (and meta.pkl for characters) into data/NAME, or "
+                    "for fineweb-edu and fineweb token shards and an index.json.",
     )
-    parser.add_argument(
-        "--name",
-        required=True,
-        metavar="NAME (str)",
-        help=f"the data set's folder under data/; without --input, one of {', '.join(DATASETS)}",
-    )
+    parser.add_argument("dataset", nargs="?", metavar="DATASET",
+                        help=f"one of {', '.join([*DATASETS, *REPOSITORIES])}; or none, with --input")
+    parser.add_argument("--name", metavar="NAME (str)", help="the data set's folder under data/; none "
+                        "means DATASET (with --input, give it)")
     parser.add_argument("--input", type=Path, metavar="FILE (path)", help="a UTF-8 text file to prepare")
     parser.add_argument(
         "--encoding", choices=ENCODINGS, help="with --input: characters (char) or GPT-2's BPE (gpt2); "
         "none means char"
     )
-    parser.add_argument("--data-dir", type=Path, metavar="DIR (path)",
+    parser.add_argument("--data_dir", "--data-dir", type=Path, metavar="DIR (path)",
                         help="where to write; none means data/NAME")
-    parser.add_argument(
-        "--num-proc", type=int, metavar="N (int)",
-        help="processes for openwebtext and tinystories; none means up to 8"
-    )
+    parser.add_argument("--num_proc", "--num-proc", type=positive, metavar="N (int)",
+                        help="tokenising processes for openwebtext, tinystories and fineweb; none means up to 8")
+    fineweb = parser.add_argument_group("fineweb-edu and fineweb")
+    fineweb.add_argument("--subset", metavar="S (str)",
+                         help=f"the hub's subset (config): none means {DEFAULT_SUBSET}; sample-100BT, ...")
+    fineweb.add_argument("--shard_size", type=positive, metavar="N (int)",
+                         help=f"tokens per shard, none means {DEFAULT_SHARD_SIZE:,}; shard 0 is the validation split")
+    fineweb.add_argument("--max_tokens", type=positive, metavar="N (int)", help="take only the first N tokens")
+    fineweb.add_argument("--data_files", metavar="GLOB (str)",
+                         help="local parquet or jsonl files with a 'text' column instead of the hub")
     args = parser.parse_args(argv)
-    if not args.name or Path(args.name).name != args.name:
-        raise UsageError(f"--name {args.name!r} must be a plain folder name, such as my_text")
-    if args.num_proc is not None and args.num_proc < 1:
-        raise UsageError(f"--num-proc {args.num_proc} must be at least 1")
-    data_dir = args.data_dir or Path("data") / args.name
+    given = [key for key in ("subset", "shard_size", "max_tokens", "data_files") if getattr(args, key) is not None]
+    name = args.name or args.dataset
+    if not name or Path(name).name != name:
+        raise UsageError(f"--name {name!r} must be a plain folder name, such as my_text")
+    data_dir = args.data_dir or Path("data") / name
 
+    if args.dataset in REPOSITORIES:
+        if args.input is not None or args.encoding is not None:
+            raise UsageError(f"{args.dataset} is read from the hub or --data_files, not --input: drop --input/--encoding")
+        shard_size = args.shard_size or DEFAULT_SHARD_SIZE
+        if args.max_tokens is not None and args.max_tokens <= shard_size:
+            raise UsageError(f"--max_tokens={args.max_tokens} fills only shard 0, the validation split: take "
+                             f"more tokens than --shard_size={shard_size}, or a smaller --shard_size")
+        index = prepare_fineweb(args.dataset, data_dir, args.subset or DEFAULT_SUBSET, args.data_files,
+                                shard_size, args.max_tokens, args.num_proc or min(8, os.cpu_count() or 1))
+        print(index.summary())
+        return
+    if given:
+        raise UsageError(f"--{', --'.join(given)} apply to {' and '.join(REPOSITORIES)} only")
+    if args.dataset is not None and args.input is not None:
+        raise UsageError("give a DATASET or --input FILE, not both")
     if args.input is None:
         if args.encoding is not None:
             raise UsageError("--encoding applies only with --input FILE: give both, or neither")
-        prepare_dataset(args.name, data_dir, num_proc=args.num_proc)
+        prepare_dataset(args.dataset or name, data_dir, num_proc=args.num_proc)
         return
     try:
         text = args.input.read_text(encoding="utf-8")

@@ -70,12 +70,17 @@ def check(config: SampleConfig) -> None:
     if config.dtype not in DTYPES:
         raise UsageError(f"dtype={config.dtype!r} is not one of {', '.join(DTYPES)}")
     device_platform(config.device)
+    check_init_from(config.init_from)
+
+
+def check_init_from(init_from: str) -> None:
+    """A model to sample from: 'resume', a GPT-2 name, or a path (a folder or a ckpt.pt)."""
     choices = ("resume", *PRETRAINED)
-    if config.init_from not in choices and not Path(config.init_from).exists():
-        close = difflib.get_close_matches(config.init_from, choices, n=1, cutoff=0.6)
+    if init_from not in choices and not Path(init_from).exists():
+        close = difflib.get_close_matches(init_from, choices, n=1, cutoff=0.6)
         hint = f"; did you mean '{close[0]}'?" if close else ""
         raise UsageError(
-            f"init_from={config.init_from!r} is not one of {', '.join(choices)}, a local "
+            f"init_from={init_from!r} is not one of {', '.join(choices)}, a local "
             f"Hugging Face model directory or a nanoGPT ckpt.pt{hint}"
         )
 
@@ -96,6 +101,17 @@ def load_resumed(out_dir: str) -> tuple[GPT, Tokenizer]:
             f"no checkpoint in {out_dir}: train one there with `python -m nanojaxgpt.train "
             f"--out_dir={out_dir}`, or give the --out_dir of a trained model"
         ) from None
+
+
+def load_for_sampling(init_from: str, out_dir: str, meta: str = "") -> tuple[GPT, Tokenizer]:
+    """The model that `init_from` names, without dropout, and its tokenizer: the checkpoint in
+    `out_dir` ('resume'), a nanoGPT ckpt.pt (its vocabulary: `meta`, see nanojaxgpt/nanogpt.py),
+    or GPT-2's weights (GPT-2's BPE)."""
+    if init_from == "resume":
+        return load_resumed(out_dir)
+    if is_nanogpt_checkpoint(init_from):
+        return load_nanogpt_model_and_tokenizer(init_from, meta)
+    return from_pretrained(init_from, dict(dropout=0.0)), GPT2Tokenizer()
 
 
 def read_prompt(start: str) -> str:
@@ -141,12 +157,7 @@ def main(argv: list[str]) -> None:
     config = parse_args(argv)
     prompt = read_prompt(config.start)  # a missing prompt file fails before any model loads
     select_device(config.device)
-    if config.init_from == "resume":
-        model, tokenizer = load_resumed(config.out_dir)
-    elif is_nanogpt_checkpoint(config.init_from):
-        model, tokenizer = load_nanogpt_model_and_tokenizer(config.init_from, config.meta)
-    else:
-        model, tokenizer = from_pretrained(config.init_from, dict(dropout=0.0)), GPT2Tokenizer()
+    model, tokenizer = load_for_sampling(config.init_from, config.out_dir, config.meta)
     model = cast_floats(model, jnp.dtype(config.dtype))
     ids = encode_prompt(prompt, tokenizer, model.config.vocab_size)
     prompts = jnp.tile(jnp.asarray(ids, jnp.int32), (config.num_samples, 1))

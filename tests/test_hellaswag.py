@@ -1,0 +1,138 @@
+"""HellaSwag as build-nanogpt scores it: the command's figures and every example's chosen ending
+equal an independent reference (transformers' GPT-2 on the same small random weights, scored as
+build-nanogpt's hellaswag.py does), and bad input is one line."""
+
+import json
+
+import numpy as np
+import pytest
+
+from nanojaxgpt.errors import run_main
+from nanojaxgpt.eval import main as eval_main
+from nanojaxgpt.hellaswag import read_examples, render
+
+pytestmark = pytest.mark.usefixtures("exact_float32_matmuls")
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+# in HellaSwag's jsonl format (ind, activity_label, ctx_a, ctx_b, ... as the file has them)
+EXAMPLES = [
+    ("A man is sitting on a roof. He", ["is using wrap to wrap a pair of skis.", "is ripping level tiles off.",
+                                        "is holding a rubik's cube.", "starts pulling up roofing on a roof."], 3),
+    ("A woman pours batter into a pan. She", ["flips the pancake with a spatula.", "paints the fence blue.",
+                                              "jumps into the swimming pool.", "reads the newspaper aloud."], 0),
+    ("Two kids are playing soccer in a park. One of them", ["kicks the ball toward the goal.",
+                                                            "bakes a cake in the oven.", "types on a laptop quietly.",
+                                                            "sings to a crowd of thousands."], 0),
+    ("[header] How to clean a cast iron skillet [title] Rinse the pan with hot water.",
+     ["[step] Dry it thoroughly and rub a thin coat of oil on it.", "[step] Put it in the freezer overnight.",
+      "[step] Paint the handle with nail polish.", "[step] Bury it in the garden for a week."], 0),
+    ("The camera pans over a snowy mountain. A skier", ["glides down the slope, turning sharply.",
+                                                        "eats a sandwich in the kitchen.",
+                                                        "repairs a bicycle tire in the garage.",
+                                                        "swims laps in an indoor pool."], 0),
+    ("A man holds a violin under his chin. He", ["draws the bow across the strings.", "throws it into the lake.",
+                                                  "uses it to hammer a nail.", "puts it in the microwave."], 0),
+    ("People are gathered around a table playing cards. A woman", ["shuffles the deck and deals.",
+                                                                   "climbs a tall tree outside.",
+                                                                   "drives a truck down the highway.",
+                                                                   "dives off a high board."], 0),
+    ("A dog runs across the yard. It", ["catches the frisbee in its mouth.", "opens the refrigerator door.",
+                                        "writes a letter to its owner.", "starts the car engine."], 2),
+]
+
+
+def write_examples(path, examples=EXAMPLES) -> None:
+    with open(path, "w") as f:
+        for i, (ctx, endings, label) in enumerate(examples):
+            f.write(json.dumps({"ind": i, "activity_label": "test", "ctx_a": ctx, "ctx_b": "", "ctx": ctx,
+                                "split": "val", "split_type": "indomain", "label": label, "endings": endings,
+                                "source_id": f"test~{i}"}) + "\n")
+
+
+@pytest.fixture(scope="module")
+def tiny_gpt2(tmp_path_factory):
+    """A small random GPT-2 of GPT-2's vocabulary, saved as a Hugging Face model folder."""
+    torch.manual_seed(0)
+    model = transformers.GPT2LMHeadModel(transformers.GPT2Config(
+        vocab_size=50257, n_positions=64, n_embd=32, n_layer=2, n_head=2)).eval()
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            param.normal_(1.0 if ".ln_" in name and name.endswith(".weight") else 0.0, 0.3)
+    path = tmp_path_factory.mktemp("tiny-gpt2")
+    model.save_pretrained(path)
+    return path, model
+
+
+@torch.no_grad()
+def build_nanogpt_predictions(model, examples) -> list[tuple[int, int]]:
+    """build-nanogpt's hellaswag.py: each ending's masked cross-entropy, summed and averaged."""
+    from nanojaxgpt.tokenizer import gpt2_encoding
+
+    encoding, predictions = gpt2_encoding(), []
+    for ctx, endings, _ in examples:
+        ctx_tokens = encoding.encode(ctx)
+        rows = [ctx_tokens + encoding.encode(" " + end) for end in endings]
+        masks = [[0] * len(ctx_tokens) + [1] * (len(row) - len(ctx_tokens)) for row in rows]
+        width = max(len(row) for row in rows)
+        tokens = torch.tensor([row + [0] * (width - len(row)) for row in rows])
+        mask = torch.tensor([m + [0] * (width - len(m)) for m in masks])
+        logits = model(tokens).logits
+        losses = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.size(-1)),
+                                                   tokens[:, 1:].reshape(-1), reduction="none").view(4, -1)
+        shift_mask = mask[:, 1:]
+        sums = (losses * shift_mask).sum(1)
+        predictions.append((int(sums.argmin()), int((sums / shift_mask.sum(1)).argmin())))
+    return predictions
+
+
+def test_hellaswag_equals_build_nanogpts_scoring_of_the_same_weights(tiny_gpt2, tmp_path, capsys):
+    folder, reference = tiny_gpt2
+    write_examples(tmp_path / "hellaswag.jsonl")
+    expected = build_nanogpt_predictions(reference, EXAMPLES)
+    labels = np.array([label for _, _, label in EXAMPLES])
+    acc, acc_norm = (np.array(expected) == labels[:, None]).mean(0)
+    assert len({e for e, _ in expected}) > 1  # the random model does not choose one ending throughout
+
+    from nanojaxgpt import GPT
+    from nanojaxgpt.distributed import make_mesh
+    from nanojaxgpt.hellaswag import evaluate
+
+    model = GPT.from_pretrained(str(folder))
+    rendered = render(read_examples(tmp_path / "hellaswag.jsonl"), model.config.block_size)
+    assert rendered.tokens.shape == (8, 4, 64)  # one shape: the longest row (37 tokens) to a multiple of 32
+    ours = evaluate(model, rendered, batch_size=3, mesh=make_mesh(), show_bar=False)  # the last batch padded
+    assert [tuple(row) for row in ours[2]] == expected
+    assert ours[:2] == (acc, acc_norm)
+
+    run_main(eval_main, ["hellaswag", f"--init_from={folder}", f"--hellaswag_file={tmp_path / 'hellaswag.jsonl'}"])
+    assert capsys.readouterr().out.splitlines()[-1] == f"hellaswag: 8 examples, acc {acc:.4f}, acc_norm {acc_norm:.4f}"
+
+
+def test_a_context_longer_than_the_block_keeps_its_last_tokens():
+    example = {"ctx": "one two three four five six seven eight", "endings": [" nine ten"] * 4, "label": 0}
+    rendered = render([example], block_size=6)
+    tokens, targets = rendered.tokens[0, 0], rendered.targets[0, 0]
+    from nanojaxgpt.tokenizer import gpt2_encoding
+
+    everything = gpt2_encoding().encode(example["ctx"]) + gpt2_encoding().encode("  nine ten")
+    ending = len(gpt2_encoding().encode("  nine ten"))
+    assert tokens.tolist() == everything[-6:]
+    # position t predicts token t + 1: the ending's tokens only, the last position predicts nothing
+    assert targets.tolist() == [-1] * (5 - ending) + everything[-ending:] + [-1]
+
+
+@pytest.mark.parametrize("content, message", [
+    (None, "hellaswag_file=missing.jsonl: no such file"),
+    ("not json\n", "line 1 is not a HellaSwag example"),
+    (json.dumps({"ctx": "a", "endings": ["b", "c"], "label": 0}) + "\n", "line 1 is not a HellaSwag example"),
+])
+def test_a_missing_or_malformed_hellaswag_file_is_one_line(tmp_path, capsys, monkeypatch, content, message):
+    monkeypatch.chdir(tmp_path)
+    if content is not None:
+        (tmp_path / "missing.jsonl").write_text(content)
+    with pytest.raises(SystemExit) as exit:
+        run_main(eval_main, ["hellaswag", "--init_from=gpt2", "--hellaswag_file=missing.jsonl"])
+    err = capsys.readouterr().err
+    assert exit.value.code in (1, 2) and err.count("\n") == 1 and message in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == (["missing.jsonl"] if content else [])
