@@ -36,6 +36,11 @@ class TrainConfig:
     wandb_log: bool = False  # log the evaluations to Weights & Biases
     wandb_project: str = "shakespeare-char"  # its project
     wandb_run_name: str = "mini-gpt"  # its run name
+    # a benchmark and samples while training, as build-nanogpt has them
+    hellaswag_interval: int = 0  # HellaSwag's accuracy every this many iterations and at the end; 0 is off
+    hellaswag_file: str = ""  # HellaSwag's validation jsonl; '' downloads it once into the cache
+    sample_interval: int = 0  # print a few samples every this many iterations and at the end; 0 is off
+    sample_prompt: str = "\n"  # the text the samples continue
     # data
     dataset: str = "shakespeare_char"  # reads data/<dataset>/train.bin and val.bin
     gradient_accumulation_steps: int = 1  # micro-batches per optimizer step
@@ -97,7 +102,7 @@ DEFAULTS = TrainConfig()
 # (--init_from=resume, or a nanoGPT ckpt.pt) takes every other key from the checkpoint's config
 # unless its command line or config file gives it anew.
 PROCESS_KEYS = ("out_dir", "init_from", "overwrite_checkpoint", "eval_only", "wandb_log", "wandb_project",
-                "wandb_run_name", "device", "compile", "compile_cache", "deterministic", "backend",
+                "wandb_run_name", "hellaswag_file", "device", "compile", "compile_cache", "deterministic", "backend",
                 "coordinator_address", "num_processes", "process_id")
 
 
@@ -233,7 +238,7 @@ def check_ranges(config: TrainConfig) -> None:
         if getattr(config, key) <= 0:
             raise UsageError(f"{key}={getattr(config, key)} must be a positive integer")
     non_negative = ("max_iters", "weight_decay", "grad_clip", "warmup_iters", "lr_decay_iters",
-                    "min_lr")
+                    "min_lr", "hellaswag_interval", "sample_interval")
     for key in non_negative:
         if getattr(config, key) < 0:
             raise UsageError(f"{key}={getattr(config, key)} must be >= 0")

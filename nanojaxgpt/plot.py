@@ -4,7 +4,8 @@ out-plots/val_loss_vs_time.png (`--output`), the val loss of each run against wa
 on one figure (the picture for choosing a recipe: loss per second).
 
 Reads OUT_DIR/metrics.jsonl, which training appends to: the per-iteration training loss of the
-log lines and the train/val losses of each evaluation, each with its time. Needs matplotlib
+log lines, the train/val losses of each evaluation and HellaSwag's accuracies (drawn below the
+losses), each with its time. Needs matplotlib
 (`pip install -e ".[plot]"`).
 """
 
@@ -42,20 +43,36 @@ def pyplot():
     return plt
 
 
+# HellaSwag acc_norm of GPT-2 124M as build-nanogpt scores it, and of a model that guesses
+GPT2_124M_HELLASWAG, CHANCE = 0.2955, 0.25
+
+
 def plot_losses(out_dir: Path) -> Path:
+    """The run's losses against iterations and, when it measured HellaSwag (hellaswag_interval),
+    its accuracies below them, beside GPT-2 124M's and chance."""
     plt = pyplot()
     records = read_metrics(out_dir)
     logs = [r for r in records if "loss" in r]
     evals = [r for r in records if "val_loss" in r]
-    fig, ax = plt.subplots(figsize=(8, 5))
+    hellaswag = [r for r in records if "hellaswag_acc_norm" in r]
+    fig, axes = plt.subplots(2 if hellaswag else 1, 1, figsize=(8, 8 if hellaswag else 5), sharex=True, squeeze=False)
+    ax = axes[0, 0]
     ax.plot([r["iter"] for r in logs], [r["loss"] for r in logs], alpha=0.4, label="train (batch)")
     ax.plot([r["iter"] for r in evals], [r["train_loss"] for r in evals], "o-", label="train (eval)")
     ax.plot([r["iter"] for r in evals], [r["val_loss"] for r in evals], "o-", label="val (eval)")
-    ax.set_xlabel("iteration")
     ax.set_ylabel("loss")
     ax.set_title(str(out_dir))
-    ax.legend()
-    ax.grid(alpha=0.3)
+    if hellaswag:
+        bottom = axes[1, 0]
+        for key in ("hellaswag_acc", "hellaswag_acc_norm"):
+            bottom.plot([r["iter"] for r in hellaswag], [r[key] for r in hellaswag], "o-", label=key)
+        bottom.axhline(GPT2_124M_HELLASWAG, color="gray", linestyle="--", label="GPT-2 124M acc_norm")
+        bottom.axhline(CHANCE, color="gray", linestyle=":", label="chance")
+        bottom.set_ylabel("HellaSwag accuracy")
+    for ax in axes[:, 0]:
+        ax.legend()
+        ax.grid(alpha=0.3)
+    axes[-1, 0].set_xlabel("iteration")
     path = out_dir / "loss.png"
     fig.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(fig)

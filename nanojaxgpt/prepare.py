@@ -211,7 +211,9 @@ def prepare_command(name: str, data_dir: Path) -> str:
     """The command that writes data set `name` into `data_dir`, for saying that it is missing."""
     if (data_dir / "prepare.py").exists():  # nanoGPT's layout: data/<name>/prepare.py
         return f"python {data_dir / 'prepare.py'}"
-    if name in DATASETS or name in REPOSITORIES:
+    if name in DATASETS:
+        return f"python -m nanojaxgpt.prepare --name {name}"
+    if name in REPOSITORIES:
         return f"python -m nanojaxgpt.prepare {name}"
     return f"python -m nanojaxgpt.prepare --input FILE --name {name}"
 

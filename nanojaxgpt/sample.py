@@ -126,16 +126,17 @@ def read_prompt(start: str) -> str:
         raise UsageError(f"start=FILE:{path}: cannot read {path} ({reason})") from None
 
 
-def encode_prompt(text: str, tokenizer, vocab_size: int) -> list[int]:
+def encode_prompt(text: str, tokenizer, vocab_size: int, key: str = "start") -> list[int]:
+    """The ids of the prompt `text`, given as the option `key`, or a UsageError."""
     try:
         ids = tokenizer.encode(text)
     except ValueError as error:
-        raise UsageError(f"start: {error}") from None
+        raise UsageError(f"{key}: {error}") from None
     if not ids:
-        raise UsageError("start is empty: the prompt needs at least one token, e.g. --start=Hello")
+        raise UsageError(f"{key} is empty: the prompt needs at least one token, e.g. --{key}=Hello")
     if max(ids) >= vocab_size:
         raise UsageError(
-            f"start encodes to token id {max(ids)}, outside the model's vocabulary of {vocab_size}"
+            f"{key} encodes to token id {max(ids)}, outside the model's vocabulary of {vocab_size}"
         )
     return ids
 

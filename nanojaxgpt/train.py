@@ -46,6 +46,9 @@ from nanojaxgpt.distributed import (
 )
 from nanojaxgpt.errors import RuntimeFailure, UsageError, run_main
 from nanojaxgpt.flops import device_peak_flops
+from nanojaxgpt.generate import generate
+from nanojaxgpt.hellaswag import check_gpt2_vocabulary, hellaswag_file, read_examples, render
+from nanojaxgpt.hellaswag import evaluate as evaluate_hellaswag
 from nanojaxgpt.hf import from_pretrained
 from nanojaxgpt.host_memory import keep_freed_host_memory
 from nanojaxgpt.memory import compile_step
@@ -54,8 +57,10 @@ from nanojaxgpt.nanogpt import adamw_state, is_nanogpt_checkpoint, read_checkpoi
 from nanojaxgpt.optim import learning_rate_at, make_optimizer
 from nanojaxgpt.precision import DynamicLossScale, all_finite, cast_floats, resolve_dtype
 from nanojaxgpt.prepare import prepare_command, prepare_dataset
+from nanojaxgpt.sample import decode, encode_prompt
 from nanojaxgpt.progress import ESTIMATE_AFTER, announce_compile, eval_bar, eval_batch_done, long_run_note
-from nanojaxgpt.tokenizer import CharTokenizer, Tokenizer, load_tokenizer
+from nanojaxgpt.shards import INDEX_FILE
+from nanojaxgpt.tokenizer import CharTokenizer, GPT2Tokenizer, Tokenizer, load_tokenizer
 from nanojaxgpt.usage import describe
 
 # data sets that the training command prepares itself when their files are missing
@@ -119,9 +124,13 @@ def evaluate(model: GPT, x, y, dtype=jnp.float32):
 
 def load_data(config: TrainConfig, global_batch: int) -> tuple[BatchSampler, Tokenizer]:
     """The batch sampler and the data set's tokenizer: its characters from meta.pkl, else
-    GPT-2's BPE."""
+    GPT-2's BPE. The data set is train.bin and val.bin, or a folder of shards (index.json)."""
     data_dir = Path("data") / config.dataset
-    missing = [name for name in ("train.bin", "val.bin") if not (data_dir / name).exists()]
+    sharded = (data_dir / INDEX_FILE).exists()
+    missing = [] if sharded else [name for name in ("train.bin", "val.bin") if not (data_dir / name).exists()]
+    if missing and any(data_dir.glob("*.npy")):
+        raise RuntimeFailure(f"{data_dir} holds .npy shards but no {INDEX_FILE}, which says which are whole: "
+                             f"prepare it again with {prepare_command(config.dataset, data_dir)}")
     if missing and config.dataset in SELF_PREPARING:
         if is_main_process():
             print(f"preparing {data_dir} ({', '.join(missing)} missing)")
@@ -218,6 +227,11 @@ def check_resumed_config(config: TrainConfig, checkpoint_config: dict, where: st
         )
 
 
+# what goes to Weights & Biases, under its names: the evaluations, not every iteration's loss
+WANDB_NAMES = {"train_loss": "train/loss", "val_loss": "val/loss", "lr": "lr",
+               "hellaswag_acc": "hellaswag/acc", "hellaswag_acc_norm": "hellaswag/acc_norm"}
+
+
 class MetricsLog:
     """nanoGPT's log lines on stdout (above the progress bar), and JSON lines in out_dir, each
     with `time_s`, the wall-clock seconds since the run started (loading and compiling
@@ -247,9 +261,9 @@ class MetricsLog:
             return
         tqdm.write(line)
         self._append({**record, "time_s": self.elapsed()})
-        if self.wandb is not None and "val_loss" in record:
-            self.wandb.log({"iter": record["iter"], "train/loss": record["train_loss"],
-                            "val/loss": record["val_loss"], "lr": record["lr"]})
+        logged = {WANDB_NAMES[key]: value for key, value in record.items() if key in WANDB_NAMES}
+        if self.wandb is not None and logged:
+            self.wandb.log({"iter": record["iter"], **logged})
 
     def elapsed(self) -> float:
         """The run's wall-clock seconds so far, to the millisecond."""
@@ -335,6 +349,37 @@ def refuse_to_replace_a_checkpoint(config: TrainConfig) -> None:
         )
 
 
+HELLASWAG_BATCH = 16  # examples per batch in training's HellaSwag evaluations
+SAMPLES, SAMPLE_TOKENS, SAMPLE_TOP_K = 4, 32, 50  # build-nanogpt's samples while training
+
+
+def hellaswag_while_training(config: TrainConfig, tokenizer: Tokenizer, mesh, dtype, show_bar: bool) -> Callable | None:
+    """model -> (acc, acc_norm) on HellaSwag, with its examples read and rendered once (and
+    the scoring compiled once); None with hellaswag_interval=0."""
+    if not config.hellaswag_interval:
+        return None
+    check_gpt2_vocabulary(tokenizer.vocab_size, isinstance(tokenizer, GPT2Tokenizer), f"data set {config.dataset}")
+    rendered = render(read_examples(hellaswag_file(config.hellaswag_file)), config.block_size)
+    return lambda model: evaluate_hellaswag(model, rendered, HELLASWAG_BATCH, mesh, dtype, show_bar)[:2]
+
+
+def samples_while_training(config: TrainConfig, tokenizer: Tokenizer, key, dtype) -> Callable | None:
+    """(model, iter_num) -> a few top-k samples continuing sample_prompt, each iteration's
+    drawn with a key of its own (the cached generator compiles once); None with
+    sample_interval=0."""
+    if not config.sample_interval:
+        return None
+    prompt = encode_prompt(config.sample_prompt, tokenizer, tokenizer.vocab_size, "sample_prompt")
+    prompts = jnp.tile(jnp.asarray(prompt, jnp.int32), (SAMPLES, 1))
+
+    def draw(model: GPT, iter_num: int) -> list[str]:
+        tokens = generate(cast_floats(model, dtype), prompts, SAMPLE_TOKENS, 1.0, SAMPLE_TOP_K,
+                          key=jax.random.fold_in(key, iter_num))
+        return [decode(tokenizer, row.tolist()) for row in np.asarray(gather_to_host(tokens))]
+
+    return draw
+
+
 def train(config: TrainConfig) -> GPT:
     """Run the training loop of `config` on every device; returns the final model."""
     refuse_to_replace_a_checkpoint(config)
@@ -346,13 +391,17 @@ def train(config: TrainConfig) -> GPT:
     global_batch = device_batch * n_devices
     say(f"devices: {n_devices} ({jax.devices()[0].platform}), mesh data={n_devices}"
         f"{' (fsdp)' if config.fsdp else ''}")
-    log = MetricsLog(config, continued.time_s if continued else 0.0, enabled=main_process)
     sampler, tokenizer = load_data(config, global_batch)
+    dtype = resolve_dtype(config.dtype)
+    show_bars = main_process and sys.stderr.isatty()
+    init_key, train_key = jax.random.split(jax.random.key(config.seed))
+    hellaswag = hellaswag_while_training(config, tokenizer, mesh, dtype, show_bars)
+    samples = samples_while_training(config, tokenizer, init_key, dtype)
+    log = MetricsLog(config, continued.time_s if continued else 0.0, enabled=main_process)
     vocab_size = tokenizer.vocab_size if isinstance(tokenizer, CharTokenizer) else None
     tokens_per_iter = config.gradient_accumulation_steps * config.batch_size * config.block_size
     say(f"tokens per iteration will be: {tokens_per_iter:,}")
 
-    init_key, train_key = jax.random.split(jax.random.key(config.seed))
     model = continued.model if continued else new_model(config, vocab_size, init_key)
     if vocab_size is not None and vocab_size > model.config.vocab_size:
         raise UsageError(
@@ -366,7 +415,6 @@ def train(config: TrainConfig) -> GPT:
         )
     say(f"number of parameters: {model.get_num_params() / 1e6:.2f}M")
     optimizer = make_optimizer(model, config)
-    dtype = resolve_dtype(config.dtype)
     if continued is None:
         iter_num, best_val_loss = 0, 1e9
         opt_state = optimizer.init(eqx.filter(model, eqx.is_inexact_array))
@@ -420,7 +468,6 @@ def train(config: TrainConfig) -> GPT:
                                         jax.random.fold_in(train_key, iter_num), optimizer, dtype, loss_scale)
         say(memory)
     peak_flops, _ = device_peak_flops()  # per device: MFU as in bench.py
-    show_bars = main_process and sys.stderr.isatty()
     bar = tqdm(total=config.max_iters, initial=iter_num, unit="it", disable=not show_bars)
     t_log, iters_since_log, running_mfu = time.time(), 0, -1.0
     first_iter, eval_s, t_timed = iter_num, 0.0, time.time()  # for the run's length, see progress.py
@@ -430,12 +477,13 @@ def train(config: TrainConfig) -> GPT:
                 say(f"interrupted at iter {iter_num}")
                 save()
                 raise KeyboardInterrupt
-            if iter_num % config.eval_interval == 0 or iter_num >= config.max_iters or config.eval_only:
+            due = lambda interval: interval > 0 and (
+                iter_num % interval == 0 or iter_num >= config.max_iters or config.eval_only)
+            if due(config.eval_interval):
                 t_eval = time.time()
                 losses = estimate_loss()
                 if iter_num == first_iter:
-                    t_timed = time.time()
-                    eval_s = t_timed - t_eval
+                    eval_s = time.time() - t_eval
                 lr = float(learning_rate_at(iter_num, config))
                 log.write(
                     f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}",
@@ -447,7 +495,18 @@ def train(config: TrainConfig) -> GPT:
                     best_val_loss = min(best_val_loss, losses["val"])
                     if iter_num > 0:
                         save()
-                t_log, iters_since_log = time.time(), 0
+            if hellaswag is not None and due(config.hellaswag_interval):
+                acc, acc_norm = hellaswag(model)
+                log.write(f"step {iter_num}: hellaswag acc {acc:.4f}, acc_norm {acc_norm:.4f}",
+                          {"iter": iter_num, "hellaswag_acc": acc, "hellaswag_acc_norm": acc_norm})
+            if samples is not None and due(config.sample_interval) and iter_num > 0:
+                texts = samples(model, iter_num)
+                log.write("\n".join(f"sample {i}: {text}" for i, text in enumerate(texts)),
+                          {"iter": iter_num, "samples": texts})
+            if due(config.eval_interval) or due(config.hellaswag_interval) or due(config.sample_interval):
+                t_log, iters_since_log = time.time(), 0  # the iterations are timed without these
+                if iter_num == first_iter:
+                    t_timed = t_log
             if iter_num >= config.max_iters or config.eval_only:
                 break
 

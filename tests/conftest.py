@@ -1,3 +1,4 @@
+import json
 import os
 import shutil
 import tempfile
@@ -62,3 +63,23 @@ def exact_float32_matmuls():
     NVIDIA GPUs (a 10-bit mantissa): comparisons of float32 results to 1e-5 hold only with this."""
     with jax.default_matmul_precision("highest"):
         yield
+
+
+def shakespeare_documents(tiny_shakespeare: Path, count: int = 300) -> list[str]:
+    """Tiny Shakespeare's first speeches as documents, one of which says <|endoftext|> in its text."""
+    documents = tiny_shakespeare.read_text(encoding="utf-8").split("\n\n")[:count]
+    documents[5] = "A document that says <|endoftext|> in its text, which is only text."
+    return documents
+
+
+@pytest.fixture
+def fineweb_root(tmp_path, tiny_shakespeare, monkeypatch) -> Path:
+    """A folder holding data/fineweb-edu, prepared from local documents (12,704 tokens in shards
+    of 3,000), as the current directory."""
+    from nanojaxgpt.fineweb import prepare_fineweb
+
+    monkeypatch.chdir(tmp_path)
+    with open("documents.jsonl", "w") as f:
+        f.writelines(json.dumps({"text": text}) + "\n" for text in shakespeare_documents(tiny_shakespeare))
+    prepare_fineweb("fineweb-edu", Path("data/fineweb-edu"), data_files="documents.jsonl", shard_size=3000)
+    return tmp_path

@@ -6,6 +6,7 @@ import pytest
 from conftest import REPO
 from nanojaxgpt.config import TrainConfig, parse_args
 from nanojaxgpt.errors import UsageError
+from nanojaxgpt.nanogpt import CONFIG_KEYS
 from nanojaxgpt.architecture import ARCHITECTURE_KEYS, GPTConfig
 
 
@@ -118,8 +119,10 @@ def test_keys_are_nanogpts_plus_ours():
     keys = set(TrainConfig.__dataclass_fields__) - {"explicitly_set"}
     ours = {"mlp", "seed", "fsdp", "coordinator_address", "num_processes", "process_id",
             "deterministic", "compile_cache", "overwrite_checkpoint", "pos_emb", "qk_norm", "tied_head",
-            "logit_softcap", "zero_init_proj", "optimizer", "muon_learning_rate", "muon_momentum", "muon_ns_steps"}
+            "logit_softcap", "zero_init_proj", "optimizer", "muon_learning_rate", "muon_momentum", "muon_ns_steps",
+            "hellaswag_interval", "hellaswag_file", "sample_interval", "sample_prompt"}
     assert keys == nanogpt_keys | ours
+    assert set(CONFIG_KEYS) == nanogpt_keys  # what a nanoGPT ckpt.pt's config holds, and ours writes
 
 
 def test_every_model_field_is_a_training_key_and_the_default_is_the_cpu_recipe():

@@ -136,3 +136,52 @@ def test_a_missing_or_malformed_hellaswag_file_is_one_line(tmp_path, capsys, mon
     err = capsys.readouterr().err
     assert exit.value.code in (1, 2) and err.count("\n") == 1 and message in err, err
     assert sorted(p.name for p in tmp_path.iterdir()) == (["missing.jsonl"] if content else [])
+
+
+TINY = ["--dataset=fineweb-edu", "--n_layer=1", "--n_head=2", "--n_embd=16", "--block_size=64", "--batch_size=2",
+        "--eval_interval=4", "--eval_iters=1", "--log_interval=1", "--always_save_checkpoint=True", "--dtype=float32"]
+
+
+def test_training_logs_the_figure_the_command_gives_and_prints_samples(fineweb_root, capsys):
+    from nanojaxgpt.config import parse_args
+    from nanojaxgpt.train import train
+
+    write_examples(fineweb_root / "hellaswag.jsonl")
+    train(parse_args([*TINY, "--out_dir=run", "--max_iters=4", "--hellaswag_interval=4",
+                      "--hellaswag_file=hellaswag.jsonl", "--sample_interval=4",
+                      "--sample_prompt=Hello, I'm a language model,"]))
+    out = capsys.readouterr().out
+    with open(fineweb_root / "run/metrics.jsonl") as f:
+        records = [json.loads(line) for line in f]
+    measured = [r for r in records if "hellaswag_acc" in r]
+    assert [r["iter"] for r in measured] == [0, 4]
+    last = f"acc {measured[-1]['hellaswag_acc']:.4f}, acc_norm {measured[-1]['hellaswag_acc_norm']:.4f}"
+    assert f"\nstep 4: hellaswag {last}\n" in out
+    samples = [r["samples"] for r in records if "samples" in r]
+    assert len(samples) == 1 and len(samples[0]) == 4  # at iteration 4, not at 0
+    assert all(text.startswith("Hello, I'm a language model,") for text in samples[0])
+    assert "\nsample 3: Hello, I'm a language model," in out
+    run_main(eval_main, ["hellaswag", "run", "--hellaswag_file=hellaswag.jsonl", "--dtype=float32"])
+    assert capsys.readouterr().out.splitlines()[-1] == f"hellaswag: 8 examples, {last}"
+
+
+def test_a_model_of_another_vocabulary_is_refused_in_one_line(tmp_path, monkeypatch, capsys):
+    import jax
+
+    from nanojaxgpt import GPT, GPTConfig
+    from nanojaxgpt.checkpoint import save_checkpoint
+
+    monkeypatch.chdir(tmp_path)
+    write_examples(tmp_path / "hellaswag.jsonl")
+    model = GPT.create_instance(GPTConfig(n_layer=1, n_head=2, n_embd=16, block_size=32, vocab_size=65), jax.random.key(0))
+    chars = "".join(chr(32 + i) for i in range(65))
+    save_checkpoint("characters", model, (), {"iter_num": 0, "best_val_loss": 9.0, "config": {},
+                                              "tokenizer": {"kind": "characters", "chars": chars}})
+    before = sorted(path.name for path in tmp_path.rglob("*"))
+    with pytest.raises(SystemExit) as exit:
+        run_main(eval_main, ["hellaswag", "characters", "--hellaswag_file=hellaswag.jsonl"])
+    assert exit.value.code == 2
+    assert capsys.readouterr().err == (
+        "error: the model of characters reads another vocabulary than GPT-2's BPE (65 tokens), in which "
+        "HellaSwag is scored: train on a GPT-2 BPE data set (fineweb-edu, openwebtext, shakespeare) to evaluate it\n")
+    assert sorted(path.name for path in tmp_path.rglob("*")) == before

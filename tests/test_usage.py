@@ -11,6 +11,7 @@ import pytest
 
 from nanojaxgpt.bench import BenchOptions
 from nanojaxgpt.config import KEYS, TrainConfig
+from nanojaxgpt.eval import EvalConfig
 from nanojaxgpt.plot import PlotConfig
 from nanojaxgpt.sample import SampleConfig
 from nanojaxgpt.usage import field_comments
@@ -29,7 +30,7 @@ def described_keys(text: str) -> dict[str, str]:
     return dict(re.findall(r"^  --(\w+)=.+? \(\S.*?\)  (\S.*)$", text, re.M))
 
 
-@pytest.mark.parametrize("cls", [TrainConfig, SampleConfig, BenchOptions, PlotConfig])
+@pytest.mark.parametrize("cls", [TrainConfig, SampleConfig, BenchOptions, PlotConfig, EvalConfig])
 def test_every_key_is_described_beside_its_field(cls):
     comments, _ = field_comments(cls)
     undescribed = {f.name for f in dataclasses.fields(cls)} - set(comments) - {"explicitly_set"}
@@ -52,15 +53,17 @@ def test_sample_and_bench_help_list_their_keys():
     assert set(bench) == {f.name for f in dataclasses.fields(BenchOptions)} | set(KEYS)
 
 
-def test_plot_prepare_and_export_help():
+def test_plot_prepare_export_and_eval_help():
     plot = command_help("plot")
     assert "OUT_DIR/loss.png" in plot and set(described_keys(plot)) == {"out_dir", "output"}
     export = command_help("export")
     assert "GPT2LMHeadModel.from_pretrained(DEST)" in export and "--format=nanogpt" in export
     assert "--compare=" in command_help("seeds") and "Welch" in command_help("seeds", "-h")
     prepare = command_help("prepare")
-    for option in ("--name", "--input", "--encoding", "--data-dir", "--num-proc"):
+    for option in ("DATASET", "--name", "--input", "--encoding", "--data_dir", "--num_proc", "--subset",
+                   "--shard_size", "--max_tokens", "--data_files"):
         assert option in prepare
+    assert set(described_keys(command_help("eval"))) == {f.name for f in dataclasses.fields(EvalConfig)}
 
 
 def test_the_modules_that_run_as_commands_are_those_whose_help_is_tested():
@@ -69,7 +72,7 @@ def test_the_modules_that_run_as_commands_are_those_whose_help_is_tested():
     own (`generate`, `hf`, ...) run nothing, so runpy has no reason to warn about them."""
     package = Path(__file__).resolve().parent.parent / "nanojaxgpt"
     runnable = {path.stem for path in package.glob("*.py") if 'if __name__ == "__main__":' in path.read_text()}
-    assert runnable == {"train", "sample", "bench", "prepare", "plot", "export", "seeds"}
+    assert runnable == {"train", "sample", "bench", "prepare", "plot", "export", "seeds", "eval"}
 
 
 def test_help_into_a_closed_pipe_is_quiet():
