@@ -16,7 +16,6 @@
 """
 
 import glob
-import itertools
 import multiprocessing
 import os
 import re
@@ -37,17 +36,20 @@ DEFAULT_SUBSET = "sample-10BT"
 DEFAULT_SHARD_SIZE = 100_000_000  # build-nanogpt's: 100 shards for 10B tokens
 # GPT-2 tokens in the subsets that do not say their size in their name (sample-10BT does)
 SUBSET_TOKENS = {("fineweb-edu", "default"): 1_300_000_000_000, ("fineweb", "default"): 15_000_000_000_000}
-DOCUMENTS_PER_BATCH = 1024  # handed to the processes at a time: bounded memory, in order
+DOCUMENTS_PER_BATCH = 1024  # read and handed to the processes at a time: bounded memory, in order
 
 
 def tokenize(text: str) -> np.ndarray:
     """`<|endoftext|>` and GPT-2's tokens of one document, as uint16."""
     encoding = gpt2_encoding()
-    return np.array([encoding.eot_token, *encoding.encode_ordinary(text)], dtype=np.uint16)
+    ids = encoding.encode_ordinary(text)
+    tokens = np.empty(len(ids) + 1, np.uint16)
+    tokens[0], tokens[1:] = encoding.eot_token, ids
+    return tokens
 
 
-def stream_documents(dataset: str, subset: str | None, data_files: str | None, skip: int) -> Iterator[str]:
-    """The documents' texts, in order, after the first `skip`."""
+def stream_documents(dataset: str, subset: str | None, data_files: str | None, skip: int) -> Iterator[list[str]]:
+    """The documents' texts, in order, after the first `skip`, in lists of DOCUMENTS_PER_BATCH."""
     try:
         from datasets import load_dataset
     except ImportError:
@@ -61,11 +63,11 @@ def stream_documents(dataset: str, subset: str | None, data_files: str | None, s
         stream = load_dataset(REPOSITORIES[dataset], name=subset, split="train", streaming=True)
         where = f"{REPOSITORIES[dataset]} ({subset}) on the Hugging Face hub"
     try:
-        for example in stream.skip(skip):
-            if "text" not in example:
+        for batch in stream.skip(skip).iter(batch_size=DOCUMENTS_PER_BATCH):
+            if "text" not in batch:
                 raise RuntimeFailure(f"{where}: the documents have no 'text' column (they have "
-                                     f"{', '.join(example)}); give files whose text is in 'text'")
-            yield example["text"]
+                                     f"{', '.join(batch)}); give files whose text is in 'text'")
+            yield batch["text"]
     except RuntimeFailure:
         raise
     except Exception as error:  # datasets raises many kinds; the user needs the first line of any
@@ -164,13 +166,9 @@ def prepare_fineweb(dataset: str, data_dir: Path, subset: str | None = DEFAULT_S
         """Tokens the slice still takes (max_tokens), as many as there are without one."""
         return np.iinfo(np.int64).max if max_tokens is None else max_tokens - index.tokens - filled
 
-    documents = stream_documents(dataset, subset, data_files, skip=document)
     pool = multiprocessing.Pool(num_proc) if num_proc > 1 else None
     try:
-        while room() > 0:
-            texts = list(itertools.islice(documents, DOCUMENTS_PER_BATCH))
-            if not texts:
-                break
+        for texts in stream_documents(dataset, subset, data_files, skip=document):
             for tokens in (pool.imap(tokenize, texts, chunksize=16) if pool else map(tokenize, texts)):
                 used = offset  # of this document's tokens, the first `offset` are in earlier shards
                 while used < len(tokens) and room() > 0:
@@ -184,6 +182,8 @@ def prepare_fineweb(dataset: str, data_dir: Path, subset: str | None = DEFAULT_S
                 document, offset = document + 1, 0
                 if room() <= 0:
                     break
+            if room() <= 0:
+                break
     finally:
         if pool is not None:
             pool.terminate()

@@ -23,7 +23,6 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from tqdm import tqdm
 
 from nanojaxgpt.distributed import gather_to_host, local_rows, to_global_batch
@@ -92,17 +91,20 @@ def read_examples(path: Path) -> list[dict]:
 
 @dataclass
 class Rendered:
-    """Examples as the model reads them: `tokens` (n, 4, length) and `targets` (n, 4, length)
-    int32, where `targets` is the next token wherever it belongs to the ending, else -1."""
+    """Examples as the model reads them: each row's `tokens` (n, 4, length), the first position
+    `starts` (n, 4) whose next token is the ending's, and those next tokens, `targets` (n, 4,
+    width), -1 past the ending's end. Only those positions go through the output layer, whose
+    50,304 logits a position are most of the work of a small model."""
 
     tokens: np.ndarray
+    starts: np.ndarray
     targets: np.ndarray
     labels: np.ndarray  # (n,)
 
 
 def render(examples: list[dict], block_size: int) -> Rendered:
     """Each ending after its context, as build-nanogpt's render_example tokenises them
-    (`encode(ctx)`, `encode(" " + ending)`), padded to one length."""
+    (`encode(ctx)`, `encode(" " + ending)`), padded to one shape."""
     encoding = gpt2_encoding()
     rows = []
     for example in examples:
@@ -110,27 +112,35 @@ def render(examples: list[dict], block_size: int) -> Rendered:
         for ending in example["endings"]:
             tokens = context + encoding.encode(" " + ending)
             kept = tokens[-block_size:]
-            first = len(tokens) - len(kept)  # the position of the first token kept
-            # the target of position t is token t + 1, where that token is the ending's
-            targets = [token if t >= len(context) else -1 for t, token in enumerate(tokens)][first + 1 :]
-            rows.append((kept, targets))
-    longest = max(len(tokens) for tokens, _ in rows)
-    length = min(-(-longest // LENGTH_MULTIPLE) * LENGTH_MULTIPLE, block_size)
-    tokens, targets = np.zeros((len(rows), length), np.int32), np.full((len(rows), length), -1, np.int32)
-    for i, (row_tokens, row_targets) in enumerate(rows):
+            start = max(len(context) - 1 - (len(tokens) - len(kept)), 0)  # the context's last position kept
+            rows.append((kept, start, kept[start + 1 :]))
+    round_up = lambda n, multiple: -(-n // multiple) * multiple
+    length = min(round_up(max(len(tokens) for tokens, _, _ in rows), LENGTH_MULTIPLE), block_size)
+    width = min(round_up(max(len(targets) for _, _, targets in rows), 8), length)
+    tokens, targets = np.zeros((len(rows), length), np.int32), np.full((len(rows), width), -1, np.int32)
+    for i, (row_tokens, _, row_targets) in enumerate(rows):
         tokens[i, : len(row_tokens)] = row_tokens
         targets[i, : len(row_targets)] = row_targets
-    shape = (len(examples), 4, length)
-    return Rendered(tokens.reshape(shape), targets.reshape(shape), np.array([e["label"] for e in examples]))
+    starts = np.array([start for _, start, _ in rows], np.int32)
+    n = len(examples)
+    return Rendered(tokens.reshape(n, 4, length), starts.reshape(n, 4), targets.reshape(n, 4, width),
+                    np.array([e["label"] for e in examples]))
 
 
 @eqx.filter_jit
-def ending_losses(model: GPT, tokens, targets, dtype=jnp.float32):
+def ending_losses(model: GPT, tokens, starts, targets, dtype=jnp.float32):
     """Each row's summed loss over its ending's tokens and their number, (rows,) each."""
     model = eqx.nn.inference_mode(cast_floats(model, dtype))
-    logits = jax.vmap(model)(tokens).astype(jnp.float32)
+
+    def row_logits(idx, start):
+        x, _ = model.transformer(idx)
+        positions = jnp.minimum(start + jnp.arange(targets.shape[-1]), idx.shape[0] - 1)  # past the end: masked
+        return model.lm_head(x[positions])
+
+    logits = jax.vmap(row_logits)(tokens, starts).astype(jnp.float32)
     on_ending = targets >= 0
-    losses = optax.softmax_cross_entropy_with_integer_labels(logits, jnp.where(on_ending, targets, 0))
+    chosen = jnp.take_along_axis(logits, jnp.where(on_ending, targets, 0)[..., None], axis=-1)[..., 0]
+    losses = jax.nn.logsumexp(logits, axis=-1) - chosen  # the cross-entropy, without a log-softmax array
     return jnp.where(on_ending, losses, 0.0).sum(-1), on_ending.sum(-1)
 
 
@@ -140,16 +150,21 @@ def evaluate(model: GPT, rendered: Rendered, batch_size: int, mesh, dtype=jnp.fl
     (rounded up to a multiple of the device count), the last one padded."""
     n_devices = mesh.devices.size
     batch_size = -(-batch_size // n_devices) * n_devices
-    n, _, length = rendered.tokens.shape
+    n = len(rendered.labels)
     padded = -(-n // batch_size) * batch_size
-    tokens = np.zeros((padded * 4, length), np.int32)
-    targets = np.full((padded * 4, length), -1, np.int32)
-    tokens[: n * 4], targets[: n * 4] = rendered.tokens.reshape(-1, length), rendered.targets.reshape(-1, length)
-    rows = local_rows(batch_size * 4)
+
+    def rows_of(array: np.ndarray, fill: int) -> np.ndarray:
+        """`array` with one row per ending, padded to whole batches with `fill`."""
+        rows = np.full((padded * 4, *array.shape[2:]), fill, np.int32)
+        rows[: n * 4] = array.reshape(n * 4, *array.shape[2:])
+        return rows
+
+    arrays = rows_of(rendered.tokens, 0), rows_of(rendered.starts, 0), rows_of(rendered.targets, -1)
+    mine = local_rows(batch_size * 4)  # this process's share of each batch
     sums, counts = [], []
     for start in tqdm(range(0, padded * 4, batch_size * 4), desc="hellaswag", unit="batch", leave=False,
                       disable=not show_bar):
-        batch = [to_global_batch(a[start : start + batch_size * 4][rows][None], mesh)[0] for a in (tokens, targets)]
+        batch = [to_global_batch(a[start : start + batch_size * 4][mine][None], mesh)[0] for a in arrays]
         loss_sum, count = gather_to_host(ending_losses(model, *batch, dtype))
         sums.append(loss_sum)
         counts.append(count)

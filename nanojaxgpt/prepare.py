@@ -254,7 +254,7 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--data_dir", "--data-dir", type=Path, metavar="DIR (path)",
                         help="where to write; none means data/NAME")
     parser.add_argument("--num_proc", "--num-proc", type=positive, metavar="N (int)",
-                        help="tokenising processes for openwebtext, tinystories and fineweb; none means up to 8")
+                        help="tokenising processes: none means up to 8 (for fineweb, one fewer than the CPUs)")
     fineweb = parser.add_argument_group("fineweb-edu and fineweb")
     fineweb.add_argument("--subset", metavar="S (str)",
                          help=f"the hub's subset (config): none means {DEFAULT_SUBSET}; sample-100BT, ...")
@@ -277,8 +277,10 @@ def main(argv: list[str]) -> None:
         if args.max_tokens is not None and args.max_tokens <= shard_size:
             raise UsageError(f"--max_tokens={args.max_tokens} fills only shard 0, the validation split: take "
                              f"more tokens than --shard_size={shard_size}, or a smaller --shard_size")
+        # one core reads the documents and writes the shards: on 2 cores, 1 tokenising process is fastest
+        num_proc = args.num_proc or max(1, min(8, (os.cpu_count() or 1) - 1))
         index = prepare_fineweb(args.dataset, data_dir, args.subset or DEFAULT_SUBSET, args.data_files,
-                                shard_size, args.max_tokens, args.num_proc or min(8, os.cpu_count() or 1))
+                                shard_size, args.max_tokens, num_proc)
         print(index.summary())
         return
     if given:

@@ -31,7 +31,7 @@ from nanojaxgpt.checkpoint import has_checkpoint, load_checkpoint, load_optimize
 from nanojaxgpt.compile_cache import use_compilation_cache
 from nanojaxgpt.config import TrainConfig, continued_config, parse_args
 from nanojaxgpt.data import BatchSampler
-from nanojaxgpt.determinism import request_deterministic_ops
+from nanojaxgpt.determinism import NONDETERMINISTIC_NOTE, deterministic_ops_requested, request_deterministic_ops
 from nanojaxgpt.distributed import (
     gather_to_host,
     initialize_multihost,
@@ -391,6 +391,8 @@ def train(config: TrainConfig) -> GPT:
     global_batch = device_batch * n_devices
     say(f"devices: {n_devices} ({jax.devices()[0].platform}), mesh data={n_devices}"
         f"{' (fsdp)' if config.fsdp else ''}")
+    if jax.devices()[0].platform == "gpu" and not deterministic_ops_requested():
+        say(NONDETERMINISTIC_NOTE)
     sampler, tokenizer = load_data(config, global_batch)
     dtype = resolve_dtype(config.dtype)
     show_bars = main_process and sys.stderr.isatty()

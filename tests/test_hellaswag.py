@@ -110,16 +110,16 @@ def test_hellaswag_equals_build_nanogpts_scoring_of_the_same_weights(tiny_gpt2, 
 
 
 def test_a_context_longer_than_the_block_keeps_its_last_tokens():
-    example = {"ctx": "one two three four five six seven eight", "endings": [" nine ten"] * 4, "label": 0}
-    rendered = render([example], block_size=6)
-    tokens, targets = rendered.tokens[0, 0], rendered.targets[0, 0]
     from nanojaxgpt.tokenizer import gpt2_encoding
 
+    example = {"ctx": "one two three four five six seven eight", "endings": [" nine ten"] * 4, "label": 0}
+    rendered = render([example], block_size=6)
     everything = gpt2_encoding().encode(example["ctx"]) + gpt2_encoding().encode("  nine ten")
     ending = len(gpt2_encoding().encode("  nine ten"))
-    assert tokens.tolist() == everything[-6:]
-    # position t predicts token t + 1: the ending's tokens only, the last position predicts nothing
-    assert targets.tolist() == [-1] * (5 - ending) + everything[-ending:] + [-1]
+    assert rendered.tokens[0, 0].tolist() == everything[-6:]
+    # from the context's last position, each position predicts the ending's next token
+    assert rendered.starts[0, 0] == 5 - ending
+    assert rendered.targets[0, 0].tolist() == everything[-ending:] + [-1] * (6 - ending)
 
 
 @pytest.mark.parametrize("content, message", [

@@ -13,6 +13,7 @@ from nanojaxgpt import GPT, GPTConfig
 from nanojaxgpt.checkpoint import CheckpointError, load_model_and_tokenizer
 from nanojaxgpt.config import parse_args
 from nanojaxgpt.errors import UsageError
+from nanojaxgpt.memory import device_memory
 import nanojaxgpt.progress as progress
 from nanojaxgpt.optim import learning_rate_at
 from nanojaxgpt.tokenizer import load_tokenizer
@@ -52,8 +53,9 @@ def test_short_default_run_prepares_data_and_learns(in_data_root, capsys):
     assert re.search(r"^iter 40: loss \d\.\d{4}, time \d+\.\d{2}ms, mfu \d+\.\d{2}%$", out, re.M)
     assert re.search(r"^compiling the training step\.\.\.\ncompiled in \d+\.\d s\nmemory: ", out, re.M)
     assert "note: this run takes about" not in out  # two minutes: no note
+    source = re.escape(device_memory()[1])  # the host's memory on a CPU, the GPU's on a GPU
     assert re.search(r"^memory: the training step needs \d+ MiB per device \(parameters, optimizer "
-                     r"state and batch \d+ MiB, temporaries \d+ MiB\) of \d+\.\d GiB \(host memory", out, re.M)
+                     rf"state and batch \d+ MiB, temporaries \d+ MiB\) of \d+\.\d GiB \({source}\)$", out, re.M)
     evals = [r for r in metrics("out-shakespeare-char") if "val_loss" in r]
     assert [r["iter"] for r in evals] == [0, 25, 50]
     val = [r["val_loss"] for r in evals]
@@ -115,10 +117,10 @@ def test_a_long_run_says_how_long_it_takes(in_data_root, capsys, monkeypatch):
     train(parse_args([*TINY, "--out_dir=long", "--max_iters=8"]))
     notes = [line for line in capsys.readouterr().out.splitlines() if line.startswith("note: this run")]
     assert len(notes) == 1
+    on_a_cpu = (r"; on a CPU, the configs marked GPU in the README take hours: the default recipe "
+                r"\(python -m nanojaxgpt.train\) trains in a few minutes")
     assert re.fullmatch(r"note: this run takes about 1 min more: 5 iterations at \d+\.\d\d s and 2 "
-                        r"evaluations at \d+ s; on a CPU, the configs marked GPU in the README take "
-                        r"hours: the default recipe \(python -m nanojaxgpt.train\) trains in a few "
-                        r"minutes", notes[0])
+                        r"evaluations at \d+ s" + (on_a_cpu if jax.default_backend() == "cpu" else ""), notes[0])
 
 
 def test_long_run_note_wording():
