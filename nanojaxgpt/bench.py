@@ -164,7 +164,8 @@ def sampling_main(config: TrainConfig) -> None:
     """The README's sampling figures for the model of `config` (random weights: the speed does
     not depend on them), in its dtype, past block_size and within it."""
     model_config = GPTConfig.from_training(config, vocab_size=vocab_size_of(config.dataset))
-    model = cast_floats(GPT.create_instance(model_config, jax.random.key(config.seed)), resolve_dtype(config.dtype))
+    model = GPT.create_instance(model_config, jax.random.key(config.seed))
+    model = cast_floats(model, resolve_dtype(config.dtype))
     print(f"{model_config}, {resolve_dtype(config.dtype).name} on {jax.devices()[0].device_kind}")
     print("5 samples from a 1-token prompt, temperature 0.8, top_k 200; best of 2 runs")
     block = model_config.block_size

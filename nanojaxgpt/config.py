@@ -30,7 +30,7 @@ class TrainConfig:
     eval_iters: int = 20  # batches per loss estimate
     eval_only: bool = False  # evaluate once and exit
     always_save_checkpoint: bool = False  # else save only when val loss improves
-    init_from: str = "scratch"  # 'scratch', 'resume', 'gpt2'..'gpt2-xl', a local HF model dir or a nanoGPT ckpt.pt
+    init_from: str = "scratch"  # 'scratch', 'resume', 'gpt2'..'gpt2-xl', an HF model dir or a nanoGPT ckpt.pt
     overwrite_checkpoint: bool = False  # let a new run (not resume) replace the checkpoint in out_dir
     # wandb logging (the optional `wandb` extra)
     wandb_log: bool = False  # log the evaluations to Weights & Biases
@@ -42,7 +42,7 @@ class TrainConfig:
     sample_interval: int = 0  # print a few samples every this many iterations and at the end; 0 is off
     sample_prompt: str = "\n"  # the text the samples continue
     # data
-    dataset: str = "shakespeare_char"  # reads data/<dataset>/train.bin and val.bin
+    dataset: str = "shakespeare_char"  # reads data/<dataset>/train.bin and val.bin, or its shards
     gradient_accumulation_steps: int = 1  # micro-batches per optimizer step
     batch_size: int = 12  # sequences per micro-batch
     block_size: int = 64  # context length in tokens
@@ -102,8 +102,8 @@ DEFAULTS = TrainConfig()
 # (--init_from=resume, or a nanoGPT ckpt.pt) takes every other key from the checkpoint's config
 # unless its command line or config file gives it anew.
 PROCESS_KEYS = ("out_dir", "init_from", "overwrite_checkpoint", "eval_only", "wandb_log", "wandb_project",
-                "wandb_run_name", "hellaswag_file", "device", "compile", "compile_cache", "deterministic", "backend",
-                "coordinator_address", "num_processes", "process_id")
+                "wandb_run_name", "hellaswag_file", "device", "compile", "compile_cache", "deterministic",
+                "backend", "coordinator_address", "num_processes", "process_id")
 
 
 def _check_key(key: str, defaults, where: str) -> None:

@@ -53,7 +53,8 @@ def stream_documents(dataset: str, subset: str | None, data_files: str | None, s
     try:
         from datasets import load_dataset
     except ImportError:
-        raise RuntimeFailure(f'preparing {dataset} needs Hugging Face datasets: pip install -e ".[data]"') from None
+        raise RuntimeFailure(f"preparing {dataset} needs Hugging Face datasets: "
+                             f'pip install -e ".[data]"') from None
     if data_files:
         files = sorted(glob.glob(data_files, recursive=True))
         kind = "parquet" if files and all(f.endswith(".parquet") for f in files) else "json"
@@ -77,12 +78,14 @@ def stream_documents(dataset: str, subset: str | None, data_files: str | None, s
         raise RuntimeFailure(f"could not read {where} ({type(error).__name__}: {reason}): {fix}") from None
 
 
-def expected_tokens(dataset: str, subset: str | None, data_files: str | None, max_tokens: int | None) -> int | None:
+def expected_tokens(dataset: str, subset: str | None, data_files: str | None,
+                    max_tokens: int | None) -> int | None:
     """About how many tokens the preparation makes, where that can be known beforehand."""
     if max_tokens is not None:
         return max_tokens
     if data_files:  # about 1 token a byte of parquet (compressed), 1 per 5 of jsonl
-        return sum(os.path.getsize(f) // (1 if f.endswith(".parquet") else 5) for f in glob.glob(data_files, recursive=True))
+        files = glob.glob(data_files, recursive=True)
+        return sum(os.path.getsize(f) // (1 if f.endswith(".parquet") else 5) for f in files)
     size = re.fullmatch(r"sample-(\d+)BT", subset or "")
     return int(size.group(1)) * 10**9 if size else SUBSET_TOKENS.get((dataset, subset))
 

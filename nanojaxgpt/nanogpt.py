@@ -68,14 +68,12 @@ class NanoGPTCheckpoint:
     config: dict  # nanoGPT's train.py config
 
 
-def read_checkpoint(path: str | Path, dropout: float | None = None) -> NanoGPTCheckpoint:
-    """nanoGPT's `ckpt.pt` at `path`: the model (with `dropout`, default the checkpoint's) and,
-    for training on, AdamW's state, iter_num, best_val_loss and the run's config."""
+def read_checkpoint(path: str | Path) -> NanoGPTCheckpoint:
+    """nanoGPT's `ckpt.pt` at `path`: the model (with its dropout) and, for training on, AdamW's
+    state, iter_num, best_val_loss and the run's config."""
     checkpoint = _load(Path(path))
-    args = checkpoint["model_args"]
-    model = load_model(path, checkpoint, args["dropout"] if dropout is None else dropout)
-    names = list(per_layer(model))
-    step, moments = _adam_moments(path, checkpoint.get("optimizer"), names, per_layer(model))
+    model = load_model(path, checkpoint, checkpoint["model_args"].get("dropout", 0.0))
+    step, moments = _adam_moments(path, checkpoint.get("optimizer"), per_layer(model))
     best = checkpoint.get("best_val_loss", 1e9)
     return NanoGPTCheckpoint(model, moments, step, int(checkpoint.get("iter_num", 0)),
                              float(best.item() if hasattr(best, "item") else best),
@@ -154,19 +152,18 @@ def _is_mask(name: str) -> bool:
     return len(parts) == 5 and parts[1] == "h" and parts[3:] == ["attn", "bias"]
 
 
-def parameter_groups(names: list[str], arrays: dict[str, np.ndarray]) -> list[list[str]]:
-    """nanoGPT's configure_optimizers: the parameters of at least 2 dimensions (decayed), then
-    the rest, each in named_parameters order."""
-    return [[n for n in names if arrays[n].ndim >= 2], [n for n in names if arrays[n].ndim < 2]]
+def parameter_groups(arrays: dict[str, np.ndarray]) -> list[list[str]]:
+    """nanoGPT's configure_optimizers: the names of the parameters of at least 2 dimensions
+    (decayed), then of the rest, each in named_parameters order (that of `arrays`)."""
+    return [[name for name, a in arrays.items() if a.ndim >= 2], [name for name, a in arrays.items() if a.ndim < 2]]
 
 
-def _adam_moments(path, optimizer: dict | None, names: list[str], arrays: dict) -> tuple[int, dict]:
-    """AdamW's step count and `{name: (exp_avg, exp_avg_sq)}` from its state_dict (none saved or
-    no step taken: zeros, as AdamW starts)."""
-    zeros = {name: (np.zeros_like(arrays[name]), np.zeros_like(arrays[name])) for name in names}
+def _adam_moments(path, optimizer: dict | None, arrays: dict[str, np.ndarray]) -> tuple[int, dict]:
+    """AdamW's step count and `{name: (exp_avg, exp_avg_sq)}` from its state_dict, for the
+    model's `arrays` (none saved or no step taken: zeros, as AdamW starts)."""
     if not optimizer or not optimizer.get("state"):
-        return 0, zeros
-    groups = parameter_groups(names, arrays)
+        return 0, {name: (np.zeros_like(array), np.zeros_like(array)) for name, array in arrays.items()}
+    groups = parameter_groups(arrays)
     saved = [len(group["params"]) for group in optimizer["param_groups"]]
     if saved != [len(group) for group in groups]:
         raise PretrainedError(
@@ -214,11 +211,13 @@ def checkpoint_tokenizer(path: str | Path, config: dict, meta: str = "") -> tupl
     checkpoint's out_dir, else GPT-2's BPE (None for the file)."""
     if meta:
         if not Path(meta).is_file():
-            raise UsageError(f"meta={meta}: no such file; give the meta.pkl of the data set the model was trained on")
+            raise UsageError(f"meta={meta}: no such file; give the meta.pkl of the data set the model "
+                             f"was trained on")
         return read_meta(meta), Path(meta)
     dataset = config.get("dataset")
     nanogpt_root = Path(path).resolve().parent.parent
-    candidates = [Path("data", dataset, "meta.pkl"), nanogpt_root / "data" / dataset / "meta.pkl"] if dataset else []
+    candidates = [Path("data", dataset, "meta.pkl"), nanogpt_root / "data" / dataset / "meta.pkl"]
+    candidates = candidates if dataset else []
     found = next((candidate for candidate in candidates if candidate.is_file()), None)
     return (read_meta(found), found) if found else (GPT2Tokenizer(), None)
 
@@ -256,14 +255,14 @@ def write_checkpoint(path: str | Path, model: GPT, opt_state, iter_num: int, bes
     adam = _adam_state_of(opt_state)
     mu, nu = per_layer(adam.mu), per_layer(adam.nu)
     parameters = {name: torch.nn.Parameter(tensor) for name, tensor in tensors.items()}
-    decayed, other = ([parameters[n] for n in group] for group in parameter_groups(list(arrays), arrays))
+    decayed, other = ([parameters[name] for name in group] for group in parameter_groups(arrays))
     optimizer = torch.optim.AdamW(
         [{"params": decayed, "weight_decay": config["weight_decay"]}, {"params": other, "weight_decay": 0.0}],
         lr=learning_rate, betas=(config["beta1"], config["beta2"]),
     )
     step = int(adam.count)
-    for name, parameter in parameters.items():
-        if step:  # before its first step AdamW keeps no state
+    if step:  # before its first step AdamW keeps no state
+        for name, parameter in parameters.items():
             optimizer.state[parameter] = {
                 "step": torch.tensor(float(step), dtype=torch.float32),
                 "exp_avg": torch.from_numpy(np.array(mu[name], np.float32)),

@@ -55,7 +55,8 @@ def plot_losses(out_dir: Path) -> Path:
     logs = [r for r in records if "loss" in r]
     evals = [r for r in records if "val_loss" in r]
     hellaswag = [r for r in records if "hellaswag_acc_norm" in r]
-    fig, axes = plt.subplots(2 if hellaswag else 1, 1, figsize=(8, 8 if hellaswag else 5), sharex=True, squeeze=False)
+    panels = 2 if hellaswag else 1
+    fig, axes = plt.subplots(panels, 1, figsize=(8, 3 + 2.5 * panels), sharex=True, squeeze=False)
     ax = axes[0, 0]
     ax.plot([r["iter"] for r in logs], [r["loss"] for r in logs], alpha=0.4, label="train (batch)")
     ax.plot([r["iter"] for r in evals], [r["train_loss"] for r in evals], "o-", label="train (eval)")

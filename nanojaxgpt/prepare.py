@@ -259,7 +259,8 @@ def main(argv: list[str]) -> None:
     fineweb.add_argument("--subset", metavar="S (str)",
                          help=f"the hub's subset (config): none means {DEFAULT_SUBSET}; sample-100BT, ...")
     fineweb.add_argument("--shard_size", type=positive, metavar="N (int)",
-                         help=f"tokens per shard, none means {DEFAULT_SHARD_SIZE:,}; shard 0 is the validation split")
+                         help=f"tokens per shard, none means {DEFAULT_SHARD_SIZE:,}; shard 0 is the "
+                              f"validation split")
     fineweb.add_argument("--max_tokens", type=positive, metavar="N (int)", help="take only the first N tokens")
     fineweb.add_argument("--data_files", metavar="GLOB (str)",
                          help="local parquet or jsonl files with a 'text' column instead of the hub")
@@ -272,7 +273,8 @@ def main(argv: list[str]) -> None:
 
     if args.dataset in REPOSITORIES:
         if args.input is not None or args.encoding is not None:
-            raise UsageError(f"{args.dataset} is read from the hub or --data_files, not --input: drop --input/--encoding")
+            raise UsageError(f"{args.dataset} is read from the hub or --data_files, not --input: drop "
+                             f"--input and --encoding")
         shard_size = args.shard_size or DEFAULT_SHARD_SIZE
         if args.max_tokens is not None and args.max_tokens <= shard_size:
             raise UsageError(f"--max_tokens={args.max_tokens} fills only shard 0, the validation split: take "

@@ -84,7 +84,8 @@ def read_index(data_dir: Path) -> ShardIndex | None:
         shards = [Shard(**{**shard, "end": tuple(shard["end"])}) for shard in record.pop("shards")]
         return ShardIndex(**record, shards=shards)
     except (ValueError, TypeError, KeyError) as error:
-        raise RuntimeFailure(f"{path} is damaged ({error}); delete the folder and prepare the data set again") from None
+        raise RuntimeFailure(f"{path} is damaged ({error}); delete the folder and prepare the data set "
+                             f"again") from None
 
 
 def write_index(data_dir: Path, index: ShardIndex) -> None:
@@ -109,7 +110,8 @@ def open_shards(data_dir: Path, index: ShardIndex) -> dict[str, list[np.ndarray]
         try:
             tokens = np.load(path, mmap_mode="r")
         except (OSError, ValueError) as error:
-            raise RuntimeFailure(f"{path} cannot be read ({error}): prepare the data set again with {prepare}") from None
+            raise RuntimeFailure(f"{path} cannot be read ({error}): prepare the data set again with "
+                                 f"{prepare}") from None
         if tokens.dtype != np.uint16 or tokens.shape != (shard.tokens,):
             raise RuntimeFailure(
                 f"{path} holds {tokens.shape} {tokens.dtype}, not the {shard.tokens:,} uint16 token ids "

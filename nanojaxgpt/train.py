@@ -31,7 +31,11 @@ from nanojaxgpt.checkpoint import has_checkpoint, load_checkpoint, load_optimize
 from nanojaxgpt.compile_cache import use_compilation_cache
 from nanojaxgpt.config import TrainConfig, continued_config, parse_args
 from nanojaxgpt.data import BatchSampler
-from nanojaxgpt.determinism import NONDETERMINISTIC_NOTE, deterministic_ops_requested, request_deterministic_ops
+from nanojaxgpt.determinism import (
+    NONDETERMINISTIC_NOTE,
+    deterministic_ops_requested,
+    request_deterministic_ops,
+)
 from nanojaxgpt.distributed import (
     gather_to_host,
     initialize_multihost,
@@ -57,8 +61,8 @@ from nanojaxgpt.nanogpt import adamw_state, is_nanogpt_checkpoint, read_checkpoi
 from nanojaxgpt.optim import learning_rate_at, make_optimizer
 from nanojaxgpt.precision import DynamicLossScale, all_finite, cast_floats, resolve_dtype
 from nanojaxgpt.prepare import prepare_command, prepare_dataset
-from nanojaxgpt.sample import decode, encode_prompt
 from nanojaxgpt.progress import ESTIMATE_AFTER, announce_compile, eval_bar, eval_batch_done, long_run_note
+from nanojaxgpt.sample import decode, encode_prompt
 from nanojaxgpt.shards import INDEX_FILE
 from nanojaxgpt.tokenizer import CharTokenizer, GPT2Tokenizer, Tokenizer, load_tokenizer
 from nanojaxgpt.usage import describe
@@ -191,9 +195,9 @@ def continue_run(config: TrainConfig, say) -> tuple[TrainConfig, ContinuedRun | 
         run = ContinuedRun(config.init_from, nanogpt.model, nanogpt.iter_num, nanogpt.best_val_loss, 0.0, {},
                            lambda optimizer, model: adamw_state(
                                optimizer.init(eqx.filter(model, eqx.is_inexact_array)), nanogpt))
-        # its device, dtype and compile describe nanoGPT's machine (dtype is 'float16' wherever
-        # torch sees no bfloat16 GPU, a CPU included): this process chooses its own
-        saved = {k: v for k, v in nanogpt.config.items() if k not in ("dtype", "device", "compile")}
+        # its dtype describes nanoGPT's machine ('float16' wherever torch sees no bfloat16 GPU, a
+        # CPU included), as device and compile do (PROCESS_KEYS): this process chooses its own
+        saved = {key: value for key, value in nanogpt.config.items() if key != "dtype"}
     else:
         return config, None
     check_resumed_config(config, asdict(run.model.config), run.source)
@@ -353,7 +357,8 @@ HELLASWAG_BATCH = 16  # examples per batch in training's HellaSwag evaluations
 SAMPLES, SAMPLE_TOKENS, SAMPLE_TOP_K = 4, 32, 50  # build-nanogpt's samples while training
 
 
-def hellaswag_while_training(config: TrainConfig, tokenizer: Tokenizer, mesh, dtype, show_bar: bool) -> Callable | None:
+def hellaswag_while_training(config: TrainConfig, tokenizer: Tokenizer, mesh, dtype,
+                             show_bar: bool) -> Callable | None:
     """model -> (acc, acc_norm) on HellaSwag, with its examples read and rendered once (and
     the scoring compiled once); None with hellaswag_interval=0."""
     if not config.hellaswag_interval:

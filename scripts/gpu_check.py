@@ -190,7 +190,8 @@ def train_log_figures(output: str) -> dict:
     times = [float(t) for it, t in re.findall(r"^iter (\d+): loss [\d.]+, time ([\d.]+)ms", output, re.M)
              if int(it) % 250 != 0][5:]
     val = re.findall(r"^step \d+: train loss [\d.]+, val loss ([\d.]+)", output, re.M)
-    return {"ms_per_iter": sorted(times)[len(times) // 2] if times else None, "val_loss": float(val[-1]) if val else None}
+    return {"ms_per_iter": sorted(times)[len(times) // 2] if times else None,
+            "val_loss": float(val[-1]) if val else None}
 
 
 def baby_gpt(nanogpt: Path, logs: Path) -> dict:
@@ -199,8 +200,9 @@ def baby_gpt(nanogpt: Path, logs: Path) -> dict:
     for folder in (nanogpt / "data/shakespeare_char", REPO / "data/shakespeare_char"):
         folder.mkdir(parents=True, exist_ok=True)
         if not (folder / "input.txt").exists():
-            Path(folder / "input.txt").write_bytes(Path(text).read_bytes())
-    run("nanogpt prepare shakespeare_char", [sys.executable, "data/shakespeare_char/prepare.py"], logs, 120, cwd=nanogpt)
+            (folder / "input.txt").write_bytes(Path(text).read_bytes())
+    run("nanogpt prepare shakespeare_char", [sys.executable, "data/shakespeare_char/prepare.py"], logs, 120,
+        cwd=nanogpt)
     same = [f"--max_iters={BABY_ITERS}", f"--lr_decay_iters={BABY_ITERS}"]
     figures = {}
     output, seconds = run("nanogpt baby", [sys.executable, "train.py", "config/train_shakespeare_char.py",
@@ -251,4 +253,5 @@ if __name__ == "__main__":
     arguments = [a for a in sys.argv[1:] if a not in ("--variants", "--baby")]
     if len(arguments) != 2:
         sys.exit(__doc__)
-    main(Path(arguments[0]).resolve(), Path(arguments[1]).resolve(), "--variants" in sys.argv, "--baby" in sys.argv)
+    main(Path(arguments[0]).resolve(), Path(arguments[1]).resolve(), "--variants" in sys.argv,
+         "--baby" in sys.argv)

@@ -54,7 +54,8 @@ def main() -> int:
     for flag in FLAGS:
         for layers in ("unrolled", "scanned"):
             env = {**os.environ, "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} {flag}".strip()}
-            result = subprocess.run([sys.executable, "-c", PROGRAM, layers], env=env, capture_output=True, text=True)
+            result = subprocess.run([sys.executable, "-c", PROGRAM, layers], env=env, capture_output=True,
+                                    text=True)
             errors = [line for line in result.stderr.splitlines() if "Error" in line]
             outcome = "compiles" if result.returncode == 0 else (errors[-1] if errors else result.stderr[-300:])
             failed |= result.returncode != 0
