@@ -20,6 +20,7 @@ from nanojaxgpt.data import BatchSampler
 from nanojaxgpt.errors import run_main
 from nanojaxgpt.export import main as export_main
 from nanojaxgpt.layout import per_layer
+from nanojaxgpt.optim import learning_rate_at
 from nanojaxgpt.prepare import prepare_dataset
 from nanojaxgpt.sample import main as sample_main
 from nanojaxgpt.train import main as train_main, train
@@ -80,6 +81,14 @@ def save_nanogpt(path, model, optimizer, config, iter_num: int, best_val_loss, p
 def logged_losses(out_dir) -> list[float]:
     with open(f"{out_dir}/metrics.jsonl") as f:
         return [r["loss"] for r in map(json.loads, f) if "loss" in r]
+
+
+def test_learning_rate_schedule_is_nanogpts_at_its_ends():
+    config = parse_args(["--learning_rate=6e-4", "--min_lr=6e-5", "--warmup_iters=10", "--lr_decay_iters=100"])
+    for it in (0, 5, 9, 10, 11, 50, 99, 100, 101, 1000):
+        assert float(learning_rate_at(it, config)) == pytest.approx(torch_reference.get_lr(it, config), rel=1e-6)
+    constant = parse_args(["--decay_lr=False"])
+    assert float(learning_rate_at(7, constant)) == pytest.approx(torch_reference.get_lr(7, constant)) == 1e-3
 
 
 @pytest.mark.parametrize("bias", [False, True])

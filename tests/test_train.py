@@ -15,7 +15,6 @@ from nanojaxgpt.config import parse_args
 from nanojaxgpt.errors import UsageError
 from nanojaxgpt.memory import device_memory
 import nanojaxgpt.progress as progress
-from nanojaxgpt.optim import learning_rate_at
 from nanojaxgpt.tokenizer import load_tokenizer
 from nanojaxgpt.train import evaluate, load_data, main, train
 
@@ -146,24 +145,6 @@ def test_resume_errors(in_data_root):
     train(parse_args([*TINY, "--out_dir=run", "--max_iters=4"]))
     with pytest.raises(UsageError, match=r"another model config: n_layer \(checkpoint 2, requested 3\)"):
         train(parse_args([*TINY, "--out_dir=run", "--init_from=resume", "--n_layer=3"]))
-
-
-def test_learning_rate_schedule_is_nanogpts():
-    config = parse_args(["--learning_rate=6e-4", "--min_lr=6e-5", "--warmup_iters=10", "--lr_decay_iters=100"])
-
-    def get_lr(it):  # nanoGPT's train.py
-        if it < config.warmup_iters:
-            return config.learning_rate * (it + 1) / (config.warmup_iters + 1)
-        if it > config.lr_decay_iters:
-            return config.min_lr
-        decay_ratio = (it - config.warmup_iters) / (config.lr_decay_iters - config.warmup_iters)
-        coeff = 0.5 * (1.0 + math.cos(math.pi * decay_ratio))
-        return config.min_lr + coeff * (config.learning_rate - config.min_lr)
-
-    for it in (0, 5, 9, 10, 11, 50, 99, 100, 101, 1000):
-        assert float(learning_rate_at(it, config)) == pytest.approx(get_lr(it), rel=1e-6)
-    constant = parse_args(["--decay_lr=False"])
-    assert float(learning_rate_at(7, constant)) == pytest.approx(1e-3)
 
 
 def test_compile_false_runs_the_same_steps_without_jit(in_data_root):
