@@ -149,11 +149,11 @@ def prepare_fineweb(dataset: str, data_dir: Path, subset: str | None = DEFAULT_S
     for shard in [path for path in data_dir.glob("*.npy") if path.name not in {s.file for s in index.shards}]:
         shard.unlink()  # a partial last shard, or shards past a dropped one: written again
     document, offset = index.shards[-1].end if index.shards else (0, 0)
-    buffer, filled = np.empty(shard_size, np.uint16), 0
+    buffer, filled, done = np.empty(shard_size, np.uint16), 0, index.tokens  # done: in whole shards
     bar = tqdm(total=total, initial=index.tokens, unit="tok", unit_scale=True, desc=f"{index.name}")
 
     def finish_shard(end: tuple[int, int]) -> None:
-        nonlocal filled
+        nonlocal filled, done
         number = len(index.shards)
         path = data_dir / shard_file(index.name, number)
         staged = data_dir / f".{path.name}.tmp"
@@ -163,11 +163,11 @@ def prepare_fineweb(dataset: str, data_dir: Path, subset: str | None = DEFAULT_S
         index.shards.append(Shard(path.name, "val" if number == 0 else "train", filled, end,
                                   int(buffer[:filled].max())))
         write_index(data_dir, index)
-        filled = 0
+        filled, done = 0, done + filled
 
     def room() -> int:
         """Tokens the slice still takes (max_tokens), as many as there are without one."""
-        return np.iinfo(np.int64).max if max_tokens is None else max_tokens - index.tokens - filled
+        return np.iinfo(np.int64).max if max_tokens is None else max_tokens - done - filled
 
     pool = multiprocessing.Pool(num_proc) if num_proc > 1 else None
     try:

@@ -16,12 +16,11 @@ from pathlib import Path
 
 import equinox as eqx
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from nanojaxgpt.architecture import PRETRAINED, GPTConfig
 from nanojaxgpt.errors import UsageError
-from nanojaxgpt.layout import PretrainedError, stacked
+from nanojaxgpt.layout import PretrainedError, is_causal_mask, stacked
 from nanojaxgpt.model import GPT
 from nanojaxgpt.nanogpt import is_nanogpt_checkpoint, load_model as load_nanogpt_model
 
@@ -182,22 +181,15 @@ def read_safetensors(model_dir: Path) -> dict[str, np.ndarray]:
     return tensors
 
 
-def _is_skipped(key: str) -> bool:
-    """Buffers, not weights: the causal masks `transformer.h.<i>.attn.bias` / `.masked_bias`, and
-    the output layer, which GPT-2 ties to `wte.weight`."""
-    parts = key.split(".")
-    return key == "lm_head.weight" or (
-        len(parts) == 5 and parts[1] == "h" and parts[3] == "attn" and parts[4] in ("bias", "masked_bias")
-    )
-
-
 def load_weights(config: GPTConfig, tensors: dict[str, np.ndarray]) -> GPT:
     """Our GPT holding GPT-2's `tensors` (keys with or without the `transformer.` prefix)."""
     tensors = {key if key.startswith(("transformer.", "lm_head.")) else f"transformer.{key}": value
                for key, value in tensors.items()}
     skeleton = eqx.filter_eval_shape(GPT, config, key=jax.random.key(0))
     model = stacked(tensors, skeleton, "config.json", transposed=CONV1D_WEIGHTS)  # takes what it uses
-    unexpected = sorted(key.removeprefix("transformer.") for key in tensors if not _is_skipped(key))
+    # left out: the causal masks, and the output layer, which GPT-2 ties to wte.weight
+    unexpected = sorted(key.removeprefix("transformer.") for key in tensors
+                        if key != "lm_head.weight" and not is_causal_mask(key))
     if unexpected:
         raise PretrainedError(
             f"the weights hold {len(unexpected)} arrays that a GPT-2 of this config.json does "

@@ -30,6 +30,13 @@ class PretrainedError(RuntimeFailure):
     """Weights that cannot be downloaded, read or represented; the message says which."""
 
 
+def is_causal_mask(name: str) -> bool:
+    """Whether `name` is a layer's causal-mask buffer, not a weight: `transformer.h.<i>.attn.bias`
+    (or `.masked_bias`), which GPT-2's files and nanoGPT without flash attention keep."""
+    parts = name.split(".")
+    return len(parts) == 5 and parts[1] == "h" and parts[3] == "attn" and parts[4] in ("bias", "masked_bias")
+
+
 def _array_at(tree, name: str):
     """The array at `name` under `tree`, or None where the model has none."""
     try:

@@ -25,7 +25,7 @@ import optax
 
 from nanojaxgpt.architecture import GPTConfig
 from nanojaxgpt.errors import UsageError
-from nanojaxgpt.layout import PretrainedError, per_layer, stacked
+from nanojaxgpt.layout import PretrainedError, is_causal_mask, per_layer, stacked
 from nanojaxgpt.model import GPT
 from nanojaxgpt.tokenizer import GPT2Tokenizer, Tokenizer, read_meta
 
@@ -136,20 +136,13 @@ def load_model(path: str | Path, checkpoint: dict | None = None, dropout: float 
     if head is not None and wte is not None and not (head.shape == wte.shape and bool((head == wte).all())):
         raise PretrainedError(f"{path}: lm_head.weight differs from transformer.wte.weight, which "
                               f"nanoGPT's model ties to it; nanojaxgpt cannot express an untied head")
-    arrays = {name: value.float().numpy() for name, value in tensors.items() if not _is_mask(name)}
+    arrays = {name: value.float().numpy() for name, value in tensors.items() if not is_causal_mask(name)}
     skeleton = eqx.filter_eval_shape(GPT, config, key=jax.random.key(0))
     model = stacked(arrays, skeleton, "model_args")  # takes what it uses
     if arrays:
         raise PretrainedError(f"{path}: the model holds {len(arrays)} arrays that nanoGPT's GPT of these "
                               f"model_args does not have, e.g. {sorted(arrays)[0]!r}")
     return model
-
-
-def _is_mask(name: str) -> bool:
-    """The causal-mask buffer `transformer.h.<i>.attn.bias` that nanoGPT keeps without flash
-    attention (torch < 2.0): not a weight."""
-    parts = name.split(".")
-    return len(parts) == 5 and parts[1] == "h" and parts[3:] == ["attn", "bias"]
 
 
 def parameter_groups(arrays: dict[str, np.ndarray]) -> list[list[str]]:
